@@ -1,0 +1,2 @@
+"""Face tracking: landmarks, camera, rigid head pose, the subject's face model (template, expression basis,
+semantic controls), and ``prepare`` (video -> tracked dataset)."""

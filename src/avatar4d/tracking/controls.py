@@ -1,0 +1,136 @@
+"""Semantic expression controls a person understands, measured from canonical landmarks, and the linear map from
+them to the expression code (so sliders and ``--expr jaw_open=0.8`` speak in these terms).
+
+Each control is a raw geometric measurement (metres or ratios, in the head frame, so head pose does not affect it),
+normalised by the range this subject shows in the video: one-sided controls map the 2nd..98th percentile to 0..1
+(0 = closed mouth, open eyes, relaxed brows), two-sided ones (gaze) map the median to 0 and the larger excursion to 1.
+A floor on the range keeps a control the subject never uses from amplifying tracker noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from avatar4d.tracking import landmarks as lm
+
+CONTROL_NAMES: tuple[str, ...] = (
+    "jaw_open", "smile", "blink_left", "blink_right", "brow_raise", "pucker", "gaze_horizontal", "gaze_vertical",
+)
+TWO_SIDED = frozenset({"gaze_horizontal", "gaze_vertical"})
+MIN_RANGE: dict[str, float] = {
+    # smallest raw range treated as real movement (below it the control is marked as barely seen)
+    "jaw_open": 0.004, "smile": 0.004, "blink_left": 0.08, "blink_right": 0.08, "brow_raise": 0.003,
+    "pucker": 0.004, "gaze_horizontal": 0.05, "gaze_vertical": 0.05,
+}
+
+
+def _eye_openness(points: np.ndarray, lids: tuple[tuple[int, int], ...], corners: tuple[int, int]) -> np.ndarray:
+    gaps = np.stack([np.linalg.norm(points[:, a] - points[:, b], axis=-1) for a, b in lids], axis=0).mean(0)
+    width = np.linalg.norm(points[:, corners[0]] - points[:, corners[1]], axis=-1)
+    return gaps / width
+
+
+def _gaze(points: np.ndarray, iris: int, corners: tuple[int, int], axis: int) -> np.ndarray:
+    center = 0.5 * (points[:, corners[0]] + points[:, corners[1]])
+    width = np.linalg.norm(points[:, corners[0]] - points[:, corners[1]], axis=-1)
+    return (points[:, iris, axis] - center[:, axis]) / width
+
+
+def measure_controls(points: np.ndarray) -> np.ndarray:
+    """Raw control measurements, larger = more of the action (gaze: positive = subject's left / up).
+
+    Args:
+        points: (F, L, 3) landmarks in the head frame, metres.
+
+    Returns:
+        (F, C) raw values in the order of :data:`CONTROL_NAMES`.
+    """
+    p = points
+    lip_gap = np.linalg.norm(p[:, lm.UPPER_LIP_INNER] - p[:, lm.LOWER_LIP_INNER], axis=-1)
+    corners = 0.5 * (p[:, lm.MOUTH_CORNERS[0]] + p[:, lm.MOUTH_CORNERS[1]])
+    lip_center = 0.5 * (p[:, lm.UPPER_LIP_OUTER] + p[:, lm.LOWER_LIP_OUTER])
+    mouth_width = np.linalg.norm(p[:, lm.MOUTH_CORNERS[0]] - p[:, lm.MOUTH_CORNERS[1]], axis=-1)
+    smile = mouth_width + 2.0 * (corners[:, 1] - lip_center[:, 1])
+    protrusion = lip_center[:, 2] - p[:, lm.NOSE_TIP, 2]
+    pucker = protrusion - 0.5 * mouth_width
+    eyes_center_y = 0.5 * (p[:, list(lm.RIGHT_EYE_CORNERS)].mean(1)[:, 1] + p[:, list(lm.LEFT_EYE_CORNERS)].mean(1)[:, 1])
+    brows_y = 0.5 * (p[:, list(lm.RIGHT_BROW), 1].mean(1) + p[:, list(lm.LEFT_BROW), 1].mean(1))
+    brow_raise = brows_y - eyes_center_y
+    blink_left = -_eye_openness(p, lm.LEFT_EYE_LIDS, lm.LEFT_EYE_CORNERS)
+    blink_right = -_eye_openness(p, lm.RIGHT_EYE_LIDS, lm.RIGHT_EYE_CORNERS)
+    gaze_h = 0.5 * (_gaze(p, lm.RIGHT_IRIS_CENTER, lm.RIGHT_EYE_CORNERS, 0)
+                    + _gaze(p, lm.LEFT_IRIS_CENTER, lm.LEFT_EYE_CORNERS, 0))
+    gaze_v = 0.5 * (_gaze(p, lm.RIGHT_IRIS_CENTER, lm.RIGHT_EYE_CORNERS, 1)
+                    + _gaze(p, lm.LEFT_IRIS_CENTER, lm.LEFT_EYE_CORNERS, 1))
+    return np.stack([lip_gap, smile, blink_left, blink_right, brow_raise, pucker, gaze_h, gaze_v], axis=1)
+
+
+@dataclass(frozen=True)
+class ControlMap:
+    """Normalisation of the raw controls and the affine map ``code = weights @ (c - mean)``."""
+
+    names: tuple[str, ...]
+    low: np.ndarray
+    """(C,) raw value that normalises to 0 (one-sided: 2nd percentile; two-sided: median)."""
+    scale: np.ndarray
+    """(C,) raw units per normalised unit."""
+    mean: np.ndarray
+    """(C,) mean normalised control over the video (the template face's controls)."""
+    weights: np.ndarray
+    """(K, C) expression code per unit of each normalised control."""
+    r2: np.ndarray
+    """(C,) how much of each control's variation the code explains (1 = fully), from the reverse fit."""
+    seen: np.ndarray
+    """(C,) bool: the subject visibly used the control (raw range above a floor)."""
+    range_min: np.ndarray
+    """(C,) smallest normalised value seen in the video."""
+    range_max: np.ndarray
+    """(C,) largest normalised value seen in the video."""
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        """(F, C) raw measurements -> (F, C) normalised controls."""
+        return (raw - self.low) / self.scale
+
+    def to_code(self, controls: np.ndarray) -> np.ndarray:
+        """(..., C) normalised controls -> (..., K) expression code (the video's mean face at ``self.mean``)."""
+        return (controls - self.mean) @ self.weights.T
+
+
+def fit_control_map(raw: np.ndarray, codes: np.ndarray, *, ridge: float = 1e-3) -> ControlMap:
+    """Normalise raw controls and fit the ridge-regularised linear map controls -> code.
+
+    Args:
+        raw: (F, C) raw measurements.
+        codes: (F, K) expression codes of the same frames.
+    """
+    names = CONTROL_NAMES
+    low = np.empty(len(names))
+    scale = np.empty(len(names))
+    seen = np.empty(len(names), dtype=bool)
+    for i, name in enumerate(names):
+        p2, p50, p98 = np.percentile(raw[:, i], [2, 50, 98])
+        floor = MIN_RANGE[name]
+        if name in TWO_SIDED:
+            low[i] = p50
+            extent = max(p98 - p50, p50 - p2)
+            scale[i] = max(extent, floor / 2)
+            seen[i] = 2 * extent >= floor
+        else:
+            low[i] = p2
+            scale[i] = max(p98 - p2, floor)
+            seen[i] = (p98 - p2) >= floor
+    normalised = (raw - low) / scale
+    mean = normalised.mean(0)
+    centred = normalised - mean
+    code_centred = codes - codes.mean(0)
+    gram = centred.T @ centred + ridge * len(raw) * np.eye(len(names))
+    weights = np.linalg.solve(gram, centred.T @ code_centred).T
+    # reverse fit: how well the code predicts each control (a control the code cannot see is not a good slider)
+    reverse, *_ = np.linalg.lstsq(code_centred, centred, rcond=None)
+    predicted = code_centred @ reverse
+    variance = centred.var(0)
+    r2 = np.where(variance > 0, 1.0 - (centred - predicted).var(0) / np.maximum(variance, 1e-12), 0.0)
+    return ControlMap(names=names, low=low, scale=scale, mean=mean, weights=weights, r2=r2, seen=seen,
+                      range_min=normalised.min(0), range_max=normalised.max(0))

@@ -1,0 +1,200 @@
+"""Rigid head pose: PnP of the subject's landmark template, zero-lag smoothing, jump flags, and the change of the
+tracked landmarks into the head's canonical frame.
+
+Frames: ``camera`` is OpenCV's (x right, y down, z forward); ``head`` is the canonical head frame of the face model
+(x towards the subject's left, y up, z out of the face, metres). Poses are ``camera_from_head`` 4x4 matrices.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.signal import savgol_filter
+from scipy.spatial.transform import Rotation
+
+from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.tracking.landmarks import STABLE_LANDMARKS
+
+OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])
+"""Flips y and z: camera axes with y up and z towards the viewer (a frontal head then has identity rotation)."""
+
+
+def make_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation and (3,) translation -> (4, 4) rigid transform."""
+    pose = np.eye(4)
+    pose[:3, :3] = rotation
+    pose[:3, 3] = translation
+    return pose
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of a (..., 4, 4) rigid transform."""
+    rotation = pose[..., :3, :3]
+    translation = pose[..., :3, 3]
+    out = np.zeros_like(pose)
+    out[..., :3, :3] = np.swapaxes(rotation, -1, -2)
+    out[..., :3, 3] = -np.einsum("...ji,...j->...i", rotation, translation)
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def transform_points(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a (4, 4) rigid transform to (N, 3) points."""
+    return points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def solve_head_pose(template: np.ndarray, landmarks_px: np.ndarray, camera: PinholeCamera, *,
+                    indices: tuple[int, ...] = STABLE_LANDMARKS, initial: np.ndarray | None = None) -> np.ndarray:
+    """Head pose from 2D landmarks by PnP against the template (SQPnP, refined by Levenberg-Marquardt).
+
+    Args:
+        template: (L, 3) canonical landmarks, head frame, metres.
+        landmarks_px: (L, 2) or (L, 3) tracked landmarks, pixels (only x, y are used).
+        camera: intrinsics of the image the landmarks are in.
+        indices: the landmarks the pose is solved on (rigid ones by default).
+        initial: (4, 4) a starting pose (e.g. the previous frame's); SQPnP's global solution otherwise.
+
+    Returns:
+        (4, 4) ``camera_from_head``.
+    """
+    index = np.asarray(indices)
+    object_points = np.ascontiguousarray(template[index], dtype=np.float64)
+    image_points = np.ascontiguousarray(landmarks_px[index, :2], dtype=np.float64)
+    K = camera.matrix
+    if initial is None:
+        ok, rvec, tvec = cv2.solvePnP(object_points, image_points, K, None, flags=cv2.SOLVEPNP_SQPNP)
+        if not ok:
+            raise RuntimeError("PnP found no pose")
+    else:
+        rvec = cv2.Rodrigues(initial[:3, :3])[0]
+        tvec = initial[:3, 3].reshape(3, 1).copy()
+    rvec, tvec = cv2.solvePnPRefineLM(object_points, image_points, K, None, rvec, tvec)
+    return make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+
+
+def project_template(template: np.ndarray, camera_from_head: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+    """(L, 3) head-frame points -> (L, 2) pixels under a pose."""
+    return camera.project(transform_points(camera_from_head, template))
+
+
+def reprojection_errors(points_head: np.ndarray, camera_from_head: np.ndarray, landmarks_px: np.ndarray,
+                        camera: PinholeCamera) -> np.ndarray:
+    """(L,) pixel distances between projected head-frame points and tracked landmarks."""
+    projected = project_template(points_head, camera_from_head, camera)
+    return np.linalg.norm(projected - landmarks_px[:, :2], axis=1)
+
+
+def smooth_poses(camera_from_head: np.ndarray, segments: list[slice], window: int) -> np.ndarray:
+    """Zero-phase Savitzky-Golay smoothing (quadratic) of rotation and translation, per contiguous segment.
+
+    A centred polynomial fit has no lag and follows fast turns that a moving average or a causal filter would blunt.
+
+    Args:
+        camera_from_head: (F, 4, 4) raw poses.
+        segments: runs of consecutive source frames (smoothing never crosses a gap of dropped frames).
+        window: odd window length in frames (>= 5).
+
+    Returns:
+        (F, 4, 4) smoothed poses.
+    """
+    out = camera_from_head.copy()
+    for segment in segments:
+        poses = camera_from_head[segment]
+        count = len(poses)
+        length = min(window, count if count % 2 else count - 1)
+        if length < 5:
+            continue
+        rotations = Rotation.from_matrix(poses[:, :3, :3])
+        reference = rotations.mean()
+        rotvecs = (reference.inv() * rotations).as_rotvec()
+        rotvecs = savgol_filter(rotvecs, length, 2, axis=0, mode="interp")
+        translations = savgol_filter(poses[:, :3, 3], length, 2, axis=0, mode="interp")
+        out[segment, :3, :3] = (reference * Rotation.from_rotvec(rotvecs)).as_matrix()
+        out[segment, :3, 3] = translations
+    return out
+
+
+def contiguous_segments(source_frames: np.ndarray, every: int = 1) -> list[slice]:
+    """Slices of an increasing frame-index array where consecutive kept frames are ``every`` apart."""
+    if len(source_frames) == 0:
+        return []
+    breaks = np.nonzero(np.diff(source_frames) != every)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(source_frames)]])
+    return [slice(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees of the rotation between the rotation parts of (F, 4, 4) poses ``a`` and ``b``."""
+    relative = np.einsum("fji,fjk->fik", a[:, :3, :3], b[:, :3, :3])
+    cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
+    return np.degrees(np.arccos(cos))
+
+
+def head_angles_deg(camera_from_head: np.ndarray) -> np.ndarray:
+    """Yaw, pitch, roll of the head seen by the camera, degrees; (0, 0, 0) faces the camera.
+
+    Args:
+        camera_from_head: (F, 4, 4).
+
+    Returns:
+        (F, 3): yaw (turn, positive to the subject's left), pitch (nod, positive up), roll (tilt).
+    """
+    rotation = np.einsum("ij,fjk->fik", OPENGL_FROM_OPENCV, camera_from_head[:, :3, :3])
+    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+
+
+def pose_from_head_angles(yaw_pitch_roll_deg: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`head_angles_deg`: (3,) yaw, pitch, roll and (3,) translation -> (4, 4) camera_from_head."""
+    rotation = OPENGL_FROM_OPENCV @ Rotation.from_euler("YXZ", yaw_pitch_roll_deg, degrees=True).as_matrix()
+    return make_pose(rotation, translation)
+
+
+def landmarks_to_head_space(landmarks_px: np.ndarray, camera_from_head: np.ndarray, camera: PinholeCamera,
+                            template: np.ndarray) -> np.ndarray:
+    """Lift tracked landmarks to 3D in the head frame, with perspective.
+
+    Image positions are exact; depth is the posed template's mean depth of the rigid points plus MediaPipe's
+    relative depth (converted from pixels to metres at that distance). The result is then taken into the head frame.
+
+    Args:
+        landmarks_px: (L, 3) pixels, ``z`` as MediaPipe gives it (scaled like x, larger is farther).
+        camera_from_head: (4, 4) the frame's pose.
+        camera: intrinsics of the landmarks' image.
+        template: (L, 3) the template the pose was solved against.
+
+    Returns:
+        (L, 3) head-frame points in metres.
+    """
+    stable = np.asarray(STABLE_LANDMARKS)
+    posed = transform_points(camera_from_head, template[stable])
+    depth = float(posed[:, 2].mean())
+    metres_per_pixel = depth / camera.fx
+    z = depth + (landmarks_px[:, 2] - landmarks_px[stable, 2].mean()) * metres_per_pixel
+    x = (landmarks_px[:, 0] - camera.cx) * z / camera.fx
+    y = (landmarks_px[:, 1] - camera.cy) * z / camera.fy
+    points_camera = np.stack([x, y, z], axis=1)
+    return transform_points(invert_pose(camera_from_head), points_camera)
+
+
+def rigid_align(source: np.ndarray, target: np.ndarray, *, with_scale: bool = False) -> np.ndarray:
+    """Least-squares (Umeyama) transform taking ``source`` points onto ``target``.
+
+    Args:
+        source, target: (N, 3) corresponding points.
+        with_scale: allow a uniform scale as well.
+
+    Returns:
+        (4, 4) transform ``target_from_source`` (its rotation block carries the scale when ``with_scale``).
+    """
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(t.T @ s / len(source))
+    d = np.sign(np.linalg.det(u @ vt))
+    correction = np.diag([1.0, 1.0, d])
+    rotation = u @ correction @ vt
+    scale = float((sigma * np.diag(correction)).sum() / s.var(0).sum()) if with_scale else 1.0
+    pose = np.eye(4)
+    pose[:3, :3] = scale * rotation
+    pose[:3, 3] = mu_t - scale * rotation @ mu_s
+    return pose
