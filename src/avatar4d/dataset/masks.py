@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from avatar4d.tracking import landmarks as lm
+from avatar4d.tracking.landmarks import quiet_native_logs, start_quietly
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -25,7 +26,8 @@ class PersonSegmenter:
     def __init__(self, *, guided_radius: int = 6, guided_eps: float = 1e-3) -> None:
         import mediapipe as mp
 
-        self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        with quiet_native_logs():
+            self._segmenter = start_quietly(mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0))
         self._radius = guided_radius
         self._eps = guided_eps
 

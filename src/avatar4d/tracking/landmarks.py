@@ -7,7 +7,11 @@ depth scaled like ``x`` (by the image width); smaller ``z`` is closer to the cam
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -17,6 +21,46 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 NUM_LANDMARKS = 478
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_stderr: int | None = None
+
+
+@contextlib.contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Silence what MediaPipe's C++ side prints on stderr while its graphs start (XNNPACK, absl, calculator notes).
+
+    Process-wide (file descriptor 2) and reference-counted, so nested or concurrent uses restore stderr once.
+    """
+    global _quiet_depth, _saved_stderr
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            sys.stderr.flush()
+            _saved_stderr = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _saved_stderr is not None:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = None
+
+
+def start_quietly(solution, size: int = 64):
+    """Warm a MediaPipe solution up on a blank image with native logs silenced, so its start-up messages never reach
+    the terminal later (from whichever thread first uses it). Returns the solution."""
+    with quiet_native_logs():
+        solution.process(np.zeros((size, size, 3), np.uint8))
+    return solution
+
 
 STABLE_LANDMARKS: tuple[int, ...] = (
     # forehead and glabella
@@ -94,8 +138,9 @@ class FaceDetector:
     def __init__(self, min_confidence: float = 0.5) -> None:
         import mediapipe as mp
 
-        self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                   min_detection_confidence=min_confidence)
+        with quiet_native_logs():
+            self._detector = start_quietly(mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_confidence))
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Faces in an (H, W, 3) uint8 RGB image, sorted by area, largest first."""
@@ -137,7 +182,8 @@ class FaceMeshTracker:
         import mediapipe as mp
 
         self.close()
-        self._mesh = mp.solutions.face_mesh.FaceMesh(**self._options)
+        with quiet_native_logs():
+            self._mesh = start_quietly(mp.solutions.face_mesh.FaceMesh(**self._options))
 
     def track(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks of the face in an (H, W, 3) uint8 RGB image.

@@ -119,6 +119,9 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
         kept, times, dropped, background = _track_frames(video, layout, crop, scan, config)
         track_seconds = time.perf_counter() - track_started
         count = len(kept)
+        if count == 0:
+            raise InputVideoError(f"no face found in {video}: face landmarks were found in none of its "
+                                  f"{len(dropped)} frames")
         if count < config.min_frames:
             reasons = _summarise_drops(dropped)
             raise InputVideoError(f"only {count} frames of {video} have a usable face (dropped: {reasons or 'none'}); "

@@ -150,7 +150,7 @@ def iter_frames(path: Path, *, max_side: int | None = None, every: int = 1, max_
             raise InputVideoError(f"{path}: decoding failed after frame {index} ({error}); the file is damaged or "
                                   "truncated") from error
         decoded = index + 1
-        if strict_length and declared and decoded < declared - max(2, declared // 50):
+        if strict_length and declared and decoded < declared - max(5, declared // 20):
             raise InputVideoError(f"{path} is truncated: its header declares {declared} frames but only {decoded} "
                                   "could be decoded")
     finally:

