@@ -1,0 +1,1 @@
+"""Reenactment: driver tracking transferred onto the avatar."""

@@ -1,0 +1,1 @@
+"""Rendering: pixels to rays, rays into head space, sampling, compositing, the renderer."""

@@ -1,0 +1,1 @@
+"""Training: losses, schedule, checkpoints, presets, the trainer."""
