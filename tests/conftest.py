@@ -61,3 +61,34 @@ def prepared_dataset(tmp_path_factory: pytest.TempPathFactory, face_video: Path)
     out = tmp_path_factory.mktemp("prepared") / "dataset"
     prepare(face_video, out, PrepareConfig(size=256))
     return out
+
+
+@pytest.fixture(scope="session")
+def face_frames(face_video: Path) -> list:
+    """All 72 decoded frames of the sample clip, (360, 640, 3) uint8 RGB each, to build small test clips from."""
+    from avatar4d.video import iter_frames
+
+    return [frame.image for frame in iter_frames(face_video)]
+
+
+@pytest.fixture(scope="session")
+def rotated_face_video(tmp_path_factory: pytest.TempPathFactory, face_frames: list) -> Path:
+    """The sample clip as a phone stores a portrait recording: pixels turned 90 degrees counter-clockwise
+    (``np.rot90(k=1)``, 360x640 stored) with a display matrix that says "turn 90 degrees clockwise to show"."""
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("rotated") / "rotated.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height = 360, 640
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12", "preset": "veryfast"}
+        stream.set_display_rotation(-90)
+        for image in face_frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(image, k=1)), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

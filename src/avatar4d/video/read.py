@@ -71,9 +71,9 @@ def _open(path: Path) -> av.container.InputContainer:
         container.close()
         raise InputVideoError(f"{path} is a still image ({container.format.name}), not a video")
     if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams) or "none"  # before closing, which empties the list
         container.close()
-        raise InputVideoError(f"{path} has no video stream (streams: "
-                              f"{', '.join(s.type for s in container.streams) or 'none'})")
+        raise InputVideoError(f"{path} has no video stream (streams: {kinds})")
     return container
 
 
