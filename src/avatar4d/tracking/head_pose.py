@@ -131,6 +131,9 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(cos))
 
 
+_PITCH_UP = np.array([1.0, -1.0, 1.0])
+
+
 def head_angles_deg(camera_from_head: np.ndarray) -> np.ndarray:
     """Yaw, pitch, roll of the head seen by the camera, degrees; (0, 0, 0) faces the camera.
 
@@ -138,15 +141,19 @@ def head_angles_deg(camera_from_head: np.ndarray) -> np.ndarray:
         camera_from_head: (F, 4, 4).
 
     Returns:
-        (F, 3): yaw (turn, positive to the subject's left), pitch (nod, positive up), roll (tilt).
+        (F, 3): yaw (turn, positive to the subject's left), pitch (nod, positive when the face looks up), roll
+        (tilt, positive counter-clockwise as the camera sees it, i.e. towards the subject's right shoulder).
     """
     rotation = np.einsum("ij,fjk->fik", OPENGL_FROM_OPENCV, camera_from_head[:, :3, :3])
-    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+    # intrinsic yaw about y (up), pitch about x, roll about z (towards the camera); a rotation about +x turns the
+    # nose down, so pitch is its negative
+    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True) * _PITCH_UP
 
 
 def pose_from_head_angles(yaw_pitch_roll_deg: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """Inverse of :func:`head_angles_deg`: (3,) yaw, pitch, roll and (3,) translation -> (4, 4) camera_from_head."""
-    rotation = OPENGL_FROM_OPENCV @ Rotation.from_euler("YXZ", yaw_pitch_roll_deg, degrees=True).as_matrix()
+    angles = np.asarray(yaw_pitch_roll_deg, dtype=np.float64) * _PITCH_UP
+    rotation = OPENGL_FROM_OPENCV @ Rotation.from_euler("YXZ", angles, degrees=True).as_matrix()
     return make_pose(rotation, translation)
 
 
