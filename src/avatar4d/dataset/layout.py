@@ -25,9 +25,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+from safetensors.numpy import save as serialize
 
-from avatar4d.atomic import atomic_file
+from avatar4d.atomic import write_bytes_atomic
 from avatar4d.errors import DatasetError
 from avatar4d.tracking.camera import PinholeCamera
 from avatar4d.tracking.face_model import FaceModel
@@ -129,8 +131,8 @@ class Tracking:
     def save(self, path: Path) -> None:
         tensors = {name: np.ascontiguousarray(getattr(self, name)) for name in self.__dataclass_fields__}
         tensors["flagged"] = self.flagged.astype(np.uint8)
-        with atomic_file(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "avatar4d.tracking", "version": "1"})
+        # serialised in memory and written by Python, so a full disk raises OSError (-> OutputError)
+        write_bytes_atomic(path, serialize(tensors, metadata={"format": "avatar4d.tracking", "version": "1"}))
 
     @classmethod
     def load(cls, path: Path) -> Tracking:
@@ -140,7 +142,7 @@ class Tracking:
             return cls(**{name: t[name] for name in cls.__dataclass_fields__})
         except KeyError as error:
             raise DatasetError(f"{path}: tracking lacks {error}; the dataset is from another version") from error
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise DatasetError(f"{path}: cannot read the tracking ({error})") from error
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+from safetensors.numpy import save as serialize
 
-from avatar4d.atomic import atomic_file
+from avatar4d.atomic import write_bytes_atomic
 from avatar4d.errors import DatasetError
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.camera import PinholeCamera
@@ -72,14 +74,15 @@ class FaceModel:
             tensors[f"controls.{field}"] = np.asarray(getattr(self.controls, field), dtype=np.float64)
         tensors["controls.seen"] = self.controls.seen.astype(np.uint8)
         metadata = {"format": "avatar4d.face_model", "version": "1", "control_names": json.dumps(self.controls.names)}
-        with atomic_file(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        # serialised in memory and written by Python, so a full disk raises OSError (-> OutputError); safetensors'
+        # own file writer reports it as a SafetensorError that names no errno
+        write_bytes_atomic(path, serialize(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> FaceModel:
         try:
             t = load_file(str(path))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise DatasetError(f"{path}: cannot read the face model ({error})") from error
         try:
             from safetensors import safe_open
