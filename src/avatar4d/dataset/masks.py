@@ -128,3 +128,30 @@ def eyes_region_mask(landmarks_px: np.ndarray, height: int, width: int, *, dilat
     left = list(lm.LEFT_EYE_CORNERS) + [i for pair in lm.LEFT_EYE_LIDS for i in pair] + list(lm.LEFT_BROW)
     return np.maximum(_polygon_mask(landmarks_px[right], height, width, dilate_px),
                       _polygon_mask(landmarks_px[left], height, width, dilate_px))
+
+
+def neck_cut_mask(camera_matrix: np.ndarray, camera_from_head: np.ndarray, chin_head: np.ndarray, height: int,
+                  width: int, below_chin_m: float = 0.045) -> np.ndarray:
+    """Pixels above a cut across the neck, ``below_chin_m`` under the chin (a plane of the head frame, projected).
+
+    The head field models what is above the cut; the torso below it belongs to the static scene plate, so the body's
+    own motion does not smear the head.
+
+    Args:
+        camera_matrix: (3, 3) intrinsics.
+        camera_from_head: (4, 4) head pose.
+        chin_head: (3,) the chin landmark of the template, head frame.
+
+    Returns:
+        (H, W) bool, True on the head's side of the cut.
+    """
+    anchor = chin_head + np.array([0.0, -below_chin_m, 0.0])
+    points = np.stack([anchor, anchor + np.array([0.1, 0.0, 0.0]), anchor + np.array([0.0, 0.1, 0.0])])
+    camera_points = points @ camera_from_head[:3, :3].T + camera_from_head[:3, 3]
+    pixels = camera_points[:, :2] / camera_points[:, 2:3] * np.diag(camera_matrix)[:2] + camera_matrix[:2, 2]
+    origin, along, up = pixels
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    direction = along - origin
+    side = direction[0] * (ys - origin[1]) - direction[1] * (xs - origin[0])
+    up_side = direction[0] * (up[1] - origin[1]) - direction[1] * (up[0] - origin[0])
+    return side * up_side > 0

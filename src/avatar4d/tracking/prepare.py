@@ -14,8 +14,6 @@ plate is taken from the sample, and the manifest, overlay video and plot are wri
 
 from __future__ import annotations
 
-import cv2
-import importlib.metadata
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,12 +21,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from avatar4d.atomic import atomic_directory, disk_errors, write_json_atomic
 from avatar4d.dataset.background import BackgroundAccumulator
 from avatar4d.dataset.layout import DATASET_FORMAT, DATASET_VERSION, DatasetLayout, Tracking, load_dataset
 from avatar4d.dataset.masks import PersonSegmenter, face_region_mask
+from avatar4d.environment import package_versions
 from avatar4d.errors import InputVideoError
 from avatar4d.progress import Progress, note
 from avatar4d.tracking.camera import PHONE_FRONT_CAMERA_FOV_DEG, SquareCrop, choose_crop, crop_camera, source_camera
@@ -154,7 +154,7 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
+            "versions": package_versions(),
             "source": {**asdict(info), "path": str(video.resolve()), "scanned_frames": scan.decoded_frames},
             "parameters": asdict(config),
             "crop": asdict(crop),
@@ -326,13 +326,3 @@ def _quality(fit, model) -> dict:
         "controls": {name: {"seen": bool(model.controls.seen[i]), "r2_from_code": float(model.controls.r2[i])}
                      for i, name in enumerate(model.controls.names)},
     }
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for package in ("avatar4d", "mediapipe", "opencv-contrib-python", "av", "numpy", "torch"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    return out

@@ -1,0 +1,224 @@
+"""The avatar folder and the one loader behind every later stage (evaluate, render, reenact, view, mesh).
+
+```
+AVATAR/
+  config.json            training configuration, field geometry, cameras, versions (plain JSON)
+  model.safetensors      the head field's weights and its occupancy grid
+  face_model.safetensors the subject's face model (template, expression basis, controls), copied from the dataset
+  frames.safetensors     every dataset frame's pose, expression code and controls, and the split
+  scene.png              the static scene plate (background and torso) behind the head
+  training_log.json      loss, PSNR, held-out PSNR, learning rate, resolution over the run
+  training_curve.png     the same as a plot
+  previews/              renders during training (ground truth | render)
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from avatar4d.atomic import atomic_file, write_json_atomic
+from avatar4d.configs import ConfigKeyError, from_dict, to_dict
+from avatar4d.environment import package_versions
+from avatar4d.errors import AvatarError, DatasetError
+from avatar4d.field.head_field import FieldGeometry, HeadField
+from avatar4d.render.marching import OccupancyGrid
+from avatar4d.render.renderer import RenderOutput, render_image
+from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.tracking.face_model import FaceModel
+
+AVATAR_FORMAT = "avatar4d.avatar"
+AVATAR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AvatarFrames:
+    """The dataset's frames as the avatar knows them (poses and codes from tracking)."""
+
+    camera_from_head: np.ndarray
+    """(F, 4, 4)."""
+    codes: np.ndarray
+    """(F, K) expression codes."""
+    controls: np.ndarray
+    """(F, C) normalised semantic controls."""
+    source_frames: np.ndarray
+    """(F,) index in the source video."""
+    train: tuple[int, int]
+    """[start, end) of the training frames."""
+    heldout: tuple[int, int]
+    """[start, end) of the held-out frames."""
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return np.arange(*self.train)
+
+    @property
+    def heldout_indices(self) -> np.ndarray:
+        return np.arange(*self.heldout)
+
+    @property
+    def mean_camera_from_head(self) -> np.ndarray:
+        """(4, 4) the average training pose (rotation averaged, then re-orthonormalised)."""
+        from scipy.spatial.transform import Rotation
+
+        poses = self.camera_from_head[self.train_indices]
+        out = np.eye(4)
+        out[:3, :3] = Rotation.from_matrix(poses[:, :3, :3]).mean().as_matrix()
+        out[:3, 3] = poses[:, :3, 3].mean(0)
+        return out
+
+
+@dataclass
+class Avatar:
+    """A trained avatar, ready to render."""
+
+    root: Path
+    config: "TrainConfig"  # noqa: F821 (imported lazily: training imports this module)
+    geometry: FieldGeometry
+    field: HeadField
+    occupancy: OccupancyGrid
+    face_model: FaceModel
+    camera: PinholeCamera
+    """Intrinsics of the dataset's frames (the avatar renders at any size by resizing them)."""
+    image_size: int
+    """The resolution it was trained at."""
+    scene: torch.Tensor
+    """(S, S, 3) float scene plate in [0, 1], at the dataset's resolution."""
+    frames: AvatarFrames
+    dataset_path: Path | None
+    device: torch.device
+
+    def camera_at(self, size: int) -> PinholeCamera:
+        return self.camera.resized(size, size)
+
+    def scene_at(self, size: int) -> torch.Tensor:
+        """(size, size, 3) scene plate."""
+        if self.scene.shape[0] == size:
+            return self.scene
+        image = cv2.resize(self.scene.numpy(), (size, size), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(image)
+
+    def render(self, camera_from_head: np.ndarray, code: np.ndarray, *, size: int | None = None,
+               latent: torch.Tensor | None = None, background: torch.Tensor | None = None) -> RenderOutput:
+        """Render the head with a pose and an expression code, over the scene plate.
+
+        Args:
+            camera_from_head: (4, 4) head pose (metres, OpenCV camera).
+            code: (K,) expression code.
+            size: output side in pixels (default: the training resolution).
+            latent: (D,) latent code (default: the mean of the training frames').
+            background: (size, size, 3) a different backdrop in [0, 1].
+        """
+        size = size or self.image_size
+        if latent is None and self.config.field.use_latent_code:
+            latent = self.field.mean_latent().detach()
+        scene = background if background is not None else self.scene_at(size)
+        return render_image(self.field, self.camera_at(size), torch.as_tensor(camera_from_head, dtype=torch.float32),
+                            torch.as_tensor(code, dtype=torch.float32), latent, scene.float(), self.config.renderer,
+                            self.occupancy)
+
+
+def save_avatar(root: Path, *, config, geometry: FieldGeometry, field: HeadField, occupancy: OccupancyGrid,
+                dataset, scene: np.ndarray, image_size: int) -> None:
+    """Write the avatar's files into ``root`` (a folder being built; the caller renames it into place)."""
+    tensors = {f"field.{k}": v.detach().contiguous().cpu() for k, v in field.state_dict().items()}
+    tensors.update({f"occupancy.{k}": v.detach().contiguous().cpu() for k, v in occupancy.state_dict().items()})
+    with atomic_file(root / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": AVATAR_FORMAT, "version": str(AVATAR_VERSION)})
+    dataset.face_model.save(root / "face_model.safetensors")
+    tracking = dataset.tracking
+    frames = {
+        "camera_from_head": torch.from_numpy(tracking.camera_from_head.astype(np.float64)),
+        "codes": torch.from_numpy(tracking.expression.astype(np.float32)),
+        "controls": torch.from_numpy(tracking.controls.astype(np.float32)),
+        "source_frames": torch.from_numpy(tracking.source_frames.astype(np.int64)),
+    }
+    with atomic_file(root / "frames.safetensors") as tmp:
+        save_file(frames, str(tmp))
+    with atomic_file(root / "scene.png") as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(scene, cv2.COLOR_RGB2BGR))
+    write_json_atomic(root / "config.json", {
+        "format": AVATAR_FORMAT,
+        "version": AVATAR_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "train": to_dict(config),
+        "geometry": geometry.to_dict(),
+        "occupancy_shape": list(occupancy.shape),
+        "num_components": field.num_components,
+        "num_train_frames": int(field.latents.shape[0]),
+        "image_size": image_size,
+        "camera": dataset.camera.to_dict(),
+        "split": {"train": [int(v) for v in dataset.manifest["split"]["train"]],
+                  "heldout": [int(v) for v in dataset.manifest["split"]["heldout"]]},
+        "dataset": str(dataset.layout.root.resolve()),
+    })
+
+
+REQUIRED_FILES = ("config.json", "model.safetensors", "face_model.safetensors", "frames.safetensors", "scene.png")
+
+
+def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
+    """Open a trained avatar folder, checking that it is complete and of this version.
+
+    Raises:
+        AvatarError: naming what is missing, damaged, unknown, or from another version.
+    """
+    from avatar4d.training.trainer import TrainConfig
+
+    root = Path(root)
+    if not root.is_dir():
+        hint = " (training may still be running or was interrupted: see its .partial folder)" \
+            if root.with_name(root.name + ".partial").exists() else ""
+        raise AvatarError(f"{root} is not an avatar folder{hint}")
+    missing = [name for name in REQUIRED_FILES if not (root / name).exists()]
+    if missing:
+        raise AvatarError(f"{root} is incomplete: missing {', '.join(missing)}; train it again")
+    try:
+        meta = json.loads((root / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise AvatarError(f"{root / 'config.json'} is not valid JSON ({error})") from error
+    if meta.get("format") != AVATAR_FORMAT:
+        raise AvatarError(f"{root} is not an avatar4d avatar (format {meta.get('format')!r})")
+    if meta.get("version") != AVATAR_VERSION:
+        raise AvatarError(f"{root} is a version {meta.get('version')} avatar; this avatar4d reads version "
+                          f"{AVATAR_VERSION}: train it again")
+    try:
+        config = from_dict(TrainConfig, meta["train"])
+        geometry = FieldGeometry.from_dict(meta["geometry"])
+    except (ConfigKeyError, KeyError, TypeError) as error:
+        raise AvatarError(f"{root / 'config.json'} does not match this version of avatar4d: {error}") from error
+    try:
+        face_model = FaceModel.load(root / "face_model.safetensors")
+    except DatasetError as error:
+        raise AvatarError(str(error)) from error
+    field = HeadField(config.field, geometry, meta["num_components"], meta["num_train_frames"], face_model.template)
+    occupancy = OccupancyGrid(field.box_min, field.box_max, tuple(meta["occupancy_shape"]))
+    try:
+        tensors = load_file(str(root / "model.safetensors"))
+        field.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")}, strict=True)
+        occupancy.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("occupancy.")}, strict=True)
+        frames_t = load_file(str(root / "frames.safetensors"))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise AvatarError(f"{root}: the weights cannot be loaded ({error}); train it again") from error
+    field.eval().requires_grad_(False)
+    scene = cv2.imread(str(root / "scene.png"))
+    if scene is None:
+        raise AvatarError(f"{root / 'scene.png'} is not an image")
+    split = meta["split"]
+    frames = AvatarFrames(camera_from_head=frames_t["camera_from_head"].numpy(), codes=frames_t["codes"].numpy(),
+                          controls=frames_t["controls"].numpy(), source_frames=frames_t["source_frames"].numpy(),
+                          train=tuple(split["train"]), heldout=tuple(split["heldout"]))
+    dataset_path = Path(meta["dataset"]) if meta.get("dataset") else None
+    return Avatar(root=root, config=config, geometry=geometry, field=field, occupancy=occupancy,
+                  face_model=face_model, camera=PinholeCamera(**meta["camera"]), image_size=int(meta["image_size"]),
+                  scene=torch.from_numpy(cv2.cvtColor(scene, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0),
+                  frames=frames, dataset_path=dataset_path, device=torch.device(device))

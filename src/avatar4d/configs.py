@@ -1,0 +1,54 @@
+"""Nested dataclass configs to plain JSON values and back (no pickle); unknown keys are named, not ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigKeyError(ValueError):
+    """A stored configuration has keys this version does not know, or lacks required ones."""
+
+
+def to_dict(config: Any) -> dict:
+    """A dataclass config as nested plain values (lists for tuples)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict, *, path: str = "") -> T:
+    """Rebuild a (nested) frozen dataclass from :func:`to_dict`'s output.
+
+    Raises:
+        ConfigKeyError: naming every unknown key (with its dotted path).
+    """
+    if not isinstance(data, dict):
+        raise ConfigKeyError(f"{path or 'config'} should be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigKeyError("unknown configuration keys: " + ", ".join(f"{path}{k}" for k in unknown))
+    values = {}
+    for name in names & set(data):
+        values[name] = _convert(hints[name], data[name], f"{path}{name}.")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path=path)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, path) if len(options) == 1 else value
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        return tuple(_convert(inner, v, path) for v in value)
+    return value

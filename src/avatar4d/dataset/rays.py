@@ -1,0 +1,31 @@
+"""Tensors that travel together through a training step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class RayBatch:
+    """Rays of a few frames, in the canonical head frame, with their training targets."""
+
+    origins: Tensor
+    """(R, 3) head frame, metres."""
+    directions: Tensor
+    """(R, 3) unit, head frame."""
+    frame_ids: Tensor
+    """(R,) int64 position of the ray's frame in ``frame_rows``."""
+    frame_rows: Tensor
+    """(F,) int64 training-frame rows (into the training frames' codes and latent codes)."""
+    rgb: Tensor
+    """(R, 3) target colour in [0, 1]."""
+    opacity: Tensor
+    """(R,) target opacity of the head field: the head mask (person above the neck cut)."""
+    background: Tensor
+    """(R, 3) colour behind the ray (the static scene plate)."""
+
+    @property
+    def num_rays(self) -> int:
+        return self.origins.shape[0]

@@ -1,0 +1,50 @@
+"""Volume rendering: alpha compositing of samples along rays, front to back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Composite:
+    """What compositing a batch of rays gives."""
+
+    rgb: Tensor
+    """(R, 3) colour of the field alone (premultiplied: add ``(1 - opacity) * background``)."""
+    opacity: Tensor
+    """(R,) accumulated opacity in [0, 1]."""
+    weights: Tensor
+    """(R, S) contribution of each sample; sums to ``opacity`` along each ray."""
+    depth: Tensor
+    """(R,) expected distance along the ray (weighted by ``weights``, not normalised)."""
+
+
+def composite(density: Tensor, color: Tensor, deltas: Tensor, distances: Tensor | None = None) -> Composite:
+    """Front-to-back compositing ``sum_s T_s alpha_s c_s`` with ``alpha_s = 1 - exp(-density_s delta_s)``.
+
+    Args:
+        density: (R, S) non-negative density per unit length.
+        color: (R, S, 3) colour of each sample.
+        deltas: (R, S) length of each sample's interval.
+        distances: (R, S) distance of each sample along its ray (for depth), or None.
+
+    Returns:
+        The composite; ``weights.sum(-1) <= 1``.
+    """
+    optical = density * deltas
+    alpha = 1.0 - torch.exp(-optical)
+    # transmittance before each sample: exp(-sum of optical depth in front of it)
+    transmittance = torch.exp(-torch.cumsum(torch.cat([optical.new_zeros(optical.shape[0], 1), optical[:, :-1]], 1), 1))
+    weights = transmittance * alpha
+    rgb = (weights.unsqueeze(-1) * color).sum(1)
+    opacity = weights.sum(1)
+    depth = (weights * distances).sum(1) if distances is not None else opacity.new_zeros(opacity.shape)
+    return Composite(rgb=rgb, opacity=opacity, weights=weights, depth=depth)
+
+
+def over_background(result: Composite, background: Tensor) -> Tensor:
+    """(R, 3) final colour: the field over a (R, 3) background (NeRFace fixes the ray's end to the background)."""
+    return result.rgb + (1.0 - result.opacity).unsqueeze(-1) * background

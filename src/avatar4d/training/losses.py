@@ -1,0 +1,58 @@
+"""Training losses: photometric, opacity vs head mask, total variation of the grids, latent-code regulariser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss terms."""
+
+    mask: float = 0.1
+    """Squared error between the field's opacity and the head mask (0 = no mask loss)."""
+    tv_canonical: float = 1e-3
+    """Total variation of the canonical grid."""
+    tv_motion: float = 1e-2
+    """Total variation of the motion grids."""
+    latent: float = 1e-3
+    """Squared norm of the latent codes used in the batch."""
+
+
+@dataclass
+class LossTerms:
+    total: Tensor
+    rgb: Tensor
+    mask: Tensor
+    tv: Tensor
+    latent: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in ("total", "rgb", "mask", "tv", "latent")}
+
+
+def psnr_from_mse(mse: Tensor | float) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
+    value = float(mse)
+    return float("inf") if value <= 0 else -10.0 * float(torch.log10(torch.tensor(value)))
+
+
+def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
+                  latents: Tensor | None, config: LossConfig) -> LossTerms:
+    """Combine the loss terms.
+
+    Args:
+        rgb, target_rgb: (R, 3) rendered (over the background) and observed colours.
+        opacity, target_opacity: (R,) field opacity and head mask.
+        tv: total variation of the canonical and motion grids.
+        latents: (F, D) the batch's latent codes, or None.
+    """
+    rgb_loss = torch.mean((rgb - target_rgb) ** 2)
+    mask_loss = torch.mean((opacity - target_opacity) ** 2)
+    tv_loss = config.tv_canonical * tv[0] + config.tv_motion * tv[1]
+    latent_loss = latents.square().sum(-1).mean() if latents is not None and latents.numel() else rgb.new_zeros(())
+    total = rgb_loss + config.mask * mask_loss + tv_loss + config.latent * latent_loss
+    return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss)
