@@ -14,6 +14,7 @@ plate is taken from the sample, and the manifest, overlay video and plot are wri
 
 from __future__ import annotations
 
+import errno
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -136,9 +137,8 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
         fit_seconds = time.perf_counter() - fit_started
 
         plate, holes = background.finish()
-        with disk_errors(layout.background):
-            cv2.imwrite(str(layout.background), cv2.cvtColor(plate, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(layout.background_holes), holes.astype(np.uint8) * 255)
+        _write_image(layout.background, cv2.cvtColor(plate, cv2.COLOR_RGB2BGR))
+        _write_image(layout.background_holes, holes.astype(np.uint8) * 255)
         Tracking(source_frames=source_frames, times_s=np.asarray(times, dtype=np.float64),
                  landmarks=np.asarray(landmarks), camera_from_head=fit.camera_from_head,
                  raw_camera_from_head=fit.raw_camera_from_head, expression=fit.codes.astype(np.float32),
@@ -290,14 +290,18 @@ def _track_frames(video: Path, layout: DatasetLayout, crop: SquareCrop, scan: Fa
 
 def _write_frame(layout: DatasetLayout, index: int, image: np.ndarray, person: np.ndarray, face: np.ndarray,
                  quality: int) -> None:
-    with disk_errors(layout.root):
-        ok = cv2.imwrite(str(layout.frame(index)), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                         [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-        ok &= cv2.imwrite(str(layout.person_mask(index)), person, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        ok &= cv2.imwrite(str(layout.face_mask(index)), face, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise OSError(28, "image write failed (disk full?)", str(layout.frame(index)))
+    _write_image(layout.frame(index), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                 [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    _write_image(layout.person_mask(index), person, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    _write_image(layout.face_mask(index), face, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
+def _write_image(path: Path, pixels: np.ndarray, params: list[int] | None = None) -> None:
+    """``cv2.imwrite`` that fails loudly: OpenCV returns False (it raises nothing) when the disk is full."""
+    with disk_errors(path):
+        if not cv2.imwrite(str(path), pixels, params or []):
+            raise OSError(errno.ENOSPC, "image write failed (disk full?)", str(path))
 
 
 def _first_frame_and_mask(layout: DatasetLayout) -> tuple[np.ndarray, np.ndarray]:
