@@ -14,6 +14,7 @@ from avatar4d.dataset.layout import load_dataset
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.camera import SquareCrop, crop_camera, source_camera
 from avatar4d.tracking.head_pose import project_template, rotation_angle_deg, solve_head_pose
+from avatar4d.tracking.prepare import PrepareConfig, prepare
 from avatar4d.video import iter_frames, probe_video
 
 STABLE = np.asarray(lm.STABLE_LANDMARKS)
@@ -178,3 +179,37 @@ def test_overlay_has_one_frame_per_kept_frame_and_the_plot_exists(dataset):
     assert sum(1 for _ in iter_frames(dataset.layout.overlay)) == 72
     plot = cv2.imread(str(dataset.layout.plot))
     assert plot is not None and plot.shape[0] > 300 and plot.shape[1] > 500
+
+
+def test_sparse_sampling_keeps_raw_poses(tmp_path, face_video, dataset):
+    """The pose smoother spans smoothing_window_s (0.2 s). With every third frame of a 30 fps clip that is two kept
+    frames, too few to smooth: the poses must stay raw instead of being averaged over a longer time."""
+    out = tmp_path / "sparse"
+    prepare(face_video, out, PrepareConfig(size=256, overlay=False, every=3, min_frames=20))
+    sparse = load_dataset(out).tracking
+    np.testing.assert_array_equal(sparse.source_frames, np.arange(0, 72, 3))
+    np.testing.assert_array_equal(sparse.camera_from_head, sparse.raw_camera_from_head)
+    # at the full frame rate the same window spans 7 frames and does smooth
+    assert not np.allclose(dataset.tracking.camera_from_head, dataset.tracking.raw_camera_from_head, atol=1e-6)
+
+
+SHARED_CLIPS = ["expressive_woman_33s", "hdtf_speaker_8s", "talking_woman_15s", "man_glasses_7s",
+                "greenscreen_man_3s"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", SHARED_CLIPS)
+def test_poses_and_basis_fit_other_real_subjects(tmp_path, shared_videos, name):
+    """Forty frames (every second one) of each shared subject video: the same re-projection and model checks."""
+    out = tmp_path / name
+    prepare(shared_videos / f"{name}.mp4", out, PrepareConfig(size=256, overlay=False, every=2, max_frames=40))
+    dataset = load_dataset(out)
+    assert dataset.tracking.num_frames >= 38
+    errors = rigid_reprojection_px(dataset)
+    # measured: means 0.53-0.92 px, worst frames 0.74-2.22 px (man_glasses_7s moves his head fast)
+    assert errors.mean() < 1.5 and errors.max() < 4.0
+    faces = dataset.face_model.landmarks(dataset.tracking.expression.astype(np.float64))
+    model = [np.linalg.norm(project_template(faces[i], dataset.tracking.camera_from_head[i], dataset.camera)
+                            - dataset.tracking.landmarks[i, :, :2], axis=1).mean()
+             for i in range(dataset.tracking.num_frames)]
+    assert np.mean(model) < 1.5

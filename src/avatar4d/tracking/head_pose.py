@@ -92,7 +92,7 @@ def smooth_poses(camera_from_head: np.ndarray, segments: list[slice], window: in
     Args:
         camera_from_head: (F, 4, 4) raw poses.
         segments: runs of consecutive source frames (smoothing never crosses a gap of dropped frames).
-        window: odd window length in frames (>= 5).
+        window: odd window length in frames; segments (and windows) shorter than 5 frames are left as they are.
 
     Returns:
         (F, 4, 4) smoothed poses.

@@ -130,7 +130,9 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
         landmarks = np.memmap(work / "landmarks.f32", dtype=np.float32, mode="r", shape=(count, NUM_LANDMARKS, 3))
         source_frames = np.asarray(kept, dtype=np.int64)
         segments = contiguous_segments(source_frames, config.every)
-        window = max(5, int(round(config.smoothing_window_s * info.fps / config.every)) | 1)
+        # odd, about smoothing_window_s long: when that spans fewer than 5 kept frames (sparse sampling) the poses stay
+        # raw, rather than averaging real head motion over a longer time
+        window = int(round(config.smoothing_window_s * info.fps / config.every)) | 1
         fit_started = time.perf_counter()
         model, fit = fit_face_model(landmarks, camera, segments, smoothing_window=window,
                                     num_components=config.num_components)
