@@ -139,13 +139,22 @@ def test_too_few_frames_with_a_face(tmp_path, face_then_no_face_video):
     assert_nothing_left(out)
 
 
-def test_frames_larger_than_the_limit_are_refused(tmp_path, face_frames):
-    video = write_clip(tmp_path / "big.mp4", [cv2.resize(face_frames[0], (1920, 1080))] * 2)
+@pytest.fixture(scope="module")
+def clip_4k(tmp_path_factory, face_frames) -> Path:
+    """35 real frames upscaled to 3840x2160."""
+    video = tmp_path_factory.mktemp("4k") / "4k.mp4"
+    with Mp4Writer(video, 30, crf=23, preset="ultrafast") as writer:
+        for image in face_frames[:35]:
+            writer.write(cv2.resize(image, (3840, 2160), interpolation=cv2.INTER_LINEAR))
+    return video
+
+
+def test_frames_larger_than_the_limit_are_refused(tmp_path, clip_4k):
     out = tmp_path / "out"
-    config = PrepareConfig(size=256, overlay=False, max_source_pixels=1280 * 720)
-    with pytest.raises(InputVideoError, match="is 1920x1080, larger than the 1-megapixel limit"):
-        prepare(video, out, config)
-    assert_nothing_left(out, video)
+    config = PrepareConfig(size=256, overlay=False, max_source_pixels=3840 * 2160 - 1)
+    with pytest.raises(InputVideoError, match="is 3840x2160, larger than the 8-megapixel limit; scale it down"):
+        prepare(clip_4k, out, config)
+    assert_nothing_left(out)
 
 
 # --- awkward but usable videos ------------------------------------------------------------------------------------
@@ -209,13 +218,9 @@ def test_rotated_phone_video_is_tracked_upright(tmp_path, rotated_face_video, re
     assert distance.mean() < 2.0 and distance.mean(axis=1).max() < 4.0
 
 
-def test_4k_video(tmp_path, face_frames, reference):
-    video = tmp_path / "4k.mp4"
-    with Mp4Writer(video, 30, crf=23, preset="ultrafast") as writer:
-        for image in face_frames[:35]:
-            writer.write(cv2.resize(image, (3840, 2160), interpolation=cv2.INTER_LINEAR))
+def test_4k_video(tmp_path, clip_4k, reference):
     out = tmp_path / "out"
-    prepare(video, out, FAST)
+    prepare(clip_4k, out, FAST)
     dataset = load_dataset(out)
     source, crop = dataset.manifest["source"], dataset.manifest["crop"]
     assert (source["width"], source["height"]) == (3840, 2160)
