@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 import tyro
 
 from avatar4d.errors import Avatar4dError
@@ -46,8 +46,82 @@ def _prepare(args: PrepareArgs) -> None:
     prepare(args.video, args.out, config)
 
 
+@dataclass(frozen=True)
+class TrainArgs:
+    """Train an avatar (expression- and pose-conditioned radiance field) from a prepared dataset."""
+
+    dataset: Annotated[Path, tyro.conf.Positional, _positional("DATASET_DIR")]
+    """A folder written by `avatar4d prepare`."""
+    out: Path
+    """The avatar folder to create (built in OUT.partial, renamed when done)."""
+    preset: Literal["preview", "quality"] | None = None
+    """preview: about 128 px, minutes on a CPU; quality: 512 px, for a GPU. Default: quality on a GPU, else preview."""
+    iters: int | None = None
+    """Training steps (default: the preset's)."""
+    image_size: int | None = None
+    """Final training resolution (default: the preset's)."""
+    resume: bool = False
+    """Continue a killed run from its last checkpoint (OUT.partial/checkpoint.safetensors)."""
+    seed: int | None = None
+    device: str | None = None
+    """cpu, cuda, or auto (default)."""
+
+
+def _train(args: TrainArgs) -> None:
+    from avatar4d.environment import pick_device
+    from avatar4d.training import presets
+    from avatar4d.training.trainer import train
+
+    preset = args.preset or ("quality" if pick_device(args.device or "auto").type == "cuda" else "preview")
+    config = presets.get(preset, iterations=args.iters, image_size=args.image_size, seed=args.seed,
+                         device=args.device)
+    train(args.dataset, args.out, config, resume=args.resume)
+
+
+@dataclass(frozen=True)
+class EvaluateArgs:
+    """Score an avatar on its held-out frames (PSNR, SSIM, L1, LPIPS; whole image and face region)."""
+
+    avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
+    dataset: Path | None = None
+    """The dataset (default: the one the avatar was trained on)."""
+    size: int | None = None
+    """Evaluation resolution (default: the training resolution)."""
+    lpips: bool = True
+    """Compute LPIPS (AlexNet, v0.1) when its weights can be obtained."""
+
+
+def _evaluate(args: EvaluateArgs) -> None:
+    from avatar4d.evaluation.evaluate import evaluate
+
+    evaluate(args.avatar, args.dataset, size=args.size, lpips=args.lpips)
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    """Write a prepared dataset in another tool's layout (NeRFace: transforms_*.json, PNG frames, bg/00050.png)."""
+
+    dataset: Annotated[Path, tyro.conf.Positional, _positional("DATASET_DIR")]
+    out: Path
+    format: Literal["nerface"] = "nerface"
+    size: int | None = None
+    """Resize the frames to this side (default: the dataset's)."""
+
+
+def _export(args: ExportArgs) -> None:
+    from avatar4d.dataset.nerface_format import export_nerface
+    from avatar4d.errors import ControlError
+
+    if args.size is not None and args.size < 1:
+        raise ControlError(f"--size must be a positive number of pixels, got {args.size}")
+    export_nerface(args.dataset, args.out, size=args.size)
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "prepare": (PrepareArgs, _prepare),
+    "train": (TrainArgs, _train),
+    "evaluate": (EvaluateArgs, _evaluate),
+    "export": (ExportArgs, _export),
 }
 
 

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avatar4d.field.voxel_grid import corner_indices_and_weights, grid_cells, total_variation, trilinear_gather
+from avatar4d.field.voxel_grid import (
+    corner_indices_and_weights,
+    grid_cells,
+    sampled_total_variation,
+    total_variation,
+    trilinear_gather,
+)
 
 
 @dataclass(frozen=True)
@@ -120,5 +126,8 @@ class ExpressionGrids(nn.Module):
             out = out.index_copy(0, index, values)
         return out
 
-    def total_variation(self) -> Tensor:
-        return total_variation(self.tables, self.shape)
+    def total_variation(self, samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Total variation of the motion grids: exact, or estimated from ``samples`` random vertices."""
+        if samples is None:
+            return total_variation(self.tables, self.shape)
+        return sampled_total_variation(self.tables, self.shape, samples, generator)

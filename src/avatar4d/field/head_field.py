@@ -21,6 +21,7 @@ from avatar4d.field.voxel_grid import (
     VoxelGridConfig,
     grid_cells,
     grid_shape_for_box,
+    sampled_total_variation,
     total_variation,
 )
 
@@ -192,8 +193,14 @@ class HeadField(nn.Module):
         features, bias = self._features(points, frame_ids, frames)
         return self.decoder.density_only(features, bias)
 
-    def total_variation(self) -> tuple[Tensor, Tensor]:
-        """Total variation of the canonical grid and of the motion grids (0 when absent)."""
-        canonical = total_variation(self.canonical.table, self.canonical.shape)
-        motion = self.expression.total_variation() if self.expression is not None else canonical.new_zeros(())
+    def total_variation(self, samples: int | None = None,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Total variation of the canonical grid and of the motion grids (0 when absent): exact, or estimated from
+        ``samples`` random vertices of each (what training uses: a pass over every vertex costs more than a step)."""
+        if samples is None:
+            canonical = total_variation(self.canonical.table, self.canonical.shape)
+        else:
+            canonical = sampled_total_variation(self.canonical.table, self.canonical.shape, samples, generator)
+        motion = (self.expression.total_variation(samples, generator) if self.expression is not None
+                  else canonical.new_zeros(()))
         return canonical, motion

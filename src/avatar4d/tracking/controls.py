@@ -134,3 +134,91 @@ def fit_control_map(raw: np.ndarray, codes: np.ndarray, *, ridge: float = 1e-3) 
     r2 = np.where(variance > 0, 1.0 - (centred - predicted).var(0) / np.maximum(variance, 1e-12), 0.0)
     return ControlMap(names=names, low=low, scale=scale, mean=mean, weights=weights, r2=r2, seen=seen,
                       range_min=normalised.min(0), range_max=normalised.max(0))
+
+
+@dataclass(frozen=True)
+class ExpressionEdit:
+    """An expression set by semantic controls and raw components, resolved to a code."""
+
+    code: np.ndarray
+    """(K,) the expression code to render."""
+    controls: dict[str, float]
+    """The semantic controls that were set (after clamping)."""
+    components: dict[int, float]
+    """Raw components that were set (after clamping)."""
+    clamped: list[str]
+    """Human-readable notes on values that were pulled back into the range seen in training."""
+
+
+def parse_assignments(spec: str) -> dict[str, float]:
+    """``"jaw_open=0.8, smile=0.5,e0=2"`` -> ``{"jaw_open": 0.8, "smile": 0.5, "e0": 2.0}``.
+
+    Raises:
+        ControlError: an item is not ``name=value`` or a value is not a finite number.
+    """
+    from avatar4d.errors import ControlError
+
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ControlError(f"{item!r} is not of the form name=value (e.g. jaw_open=0.8 or e0=2.0)")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ControlError(f"the value of {name.strip()!r} is not a number: {value.strip()!r}") from None
+        if not np.isfinite(number):
+            raise ControlError(f"the value of {name.strip()!r} must be finite, got {value.strip()!r}")
+        out[name.strip()] = number
+    return out
+
+
+def valid_control_names(num_components: int) -> list[str]:
+    return list(CONTROL_NAMES) + [f"e{k}" for k in range(num_components)]
+
+
+def resolve_expression(assignments: dict[str, float], controls: ControlMap, code_min: np.ndarray,
+                       code_max: np.ndarray, *, extrapolate: bool = False) -> ExpressionEdit:
+    """Turn named settings into an expression code.
+
+    Semantic controls not mentioned stay at the video's mean face; the code is ``controls.to_code`` of them; raw
+    components (``e3=1.5``) then set single entries. Without ``extrapolate`` every value is clamped to the range seen
+    in training (controls to their observed normalised range, the final code to each component's observed range).
+
+    Raises:
+        ControlError: a name that is neither a control nor a component (the valid names are listed).
+    """
+    from avatar4d.errors import ControlError
+
+    num_components = len(code_min)
+    valid = valid_control_names(num_components)
+    unknown = [name for name in assignments if name not in valid]
+    if unknown:
+        raise ControlError(f"unknown control(s) {', '.join(unknown)}; valid names: {', '.join(CONTROL_NAMES)}, "
+                           f"and raw components e0..e{num_components - 1}")
+    clamped: list[str] = []
+    values = controls.mean.copy()
+    chosen_controls: dict[str, float] = {}
+    for name, value in assignments.items():
+        if name in CONTROL_NAMES:
+            i = CONTROL_NAMES.index(name)
+            low, high = float(controls.range_min[i]), float(controls.range_max[i])
+            if not extrapolate and not low <= value <= high:
+                clamped.append(f"{name}={value:g} clamped to {np.clip(value, low, high):.3g} (seen: {low:.2f}..{high:.2f})")
+                value = float(np.clip(value, low, high))
+            values[i] = value
+            chosen_controls[name] = value
+    code = controls.to_code(values)
+    chosen_components: dict[int, float] = {}
+    for name, value in assignments.items():
+        if name not in CONTROL_NAMES:
+            k = int(name[1:])
+            code[k] = value
+            chosen_components[k] = value
+    if not extrapolate:
+        limited = np.clip(code, code_min, code_max)
+        for k in np.nonzero(np.abs(limited - code) > 1e-9)[0]:
+            clamped.append(f"e{k}={code[k]:.3g} clamped to {limited[k]:.3g} (seen: {code_min[k]:.2f}..{code_max[k]:.2f})")
+        code = limited
+        chosen_components = {k: float(code[k]) for k in chosen_components}
+    return ExpressionEdit(code=code, controls=chosen_controls, components=chosen_components, clamped=clamped)

@@ -20,6 +20,8 @@ class LossConfig:
     """Total variation of the motion grids."""
     latent: float = 1e-3
     """Squared norm of the latent codes used in the batch."""
+    tv_samples: int = 8192
+    """Grid vertices the total variation is estimated from at each step."""
 
 
 @dataclass
@@ -31,12 +33,12 @@ class LossTerms:
     latent: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k)) for k in ("total", "rgb", "mask", "tv", "latent")}
+        return {k: float(getattr(self, k).detach()) for k in ("total", "rgb", "mask", "tv", "latent")}
 
 
 def psnr_from_mse(mse: Tensor | float) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
-    value = float(mse)
+    value = float(mse.detach()) if isinstance(mse, Tensor) else float(mse)
     return float("inf") if value <= 0 else -10.0 * float(torch.log10(torch.tensor(value)))
 
 

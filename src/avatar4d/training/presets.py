@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from avatar4d.field.head_field import HeadFieldConfig
+from avatar4d.field.heads import DecoderConfig
 from avatar4d.field.voxel_grid import VoxelGridConfig
 from avatar4d.field.expression_grids import ExpressionGridsConfig
 from avatar4d.render.renderer import RendererConfig
@@ -16,8 +17,9 @@ from avatar4d.training.trainer import TrainConfig
 
 PREVIEW = TrainConfig(
     field=HeadFieldConfig(canonical=VoxelGridConfig(voxel_size_m=0.005, channels=12),
-                          expression=ExpressionGridsConfig(voxel_size_m=0.008, channels=8)),
-    renderer=RendererConfig(samples_per_ray=64),
+                          expression=ExpressionGridsConfig(voxel_size_m=0.008, channels=8),
+                          decoder=DecoderConfig(hidden=64, layers=1)),
+    renderer=RendererConfig(samples_per_ray=48),
     schedule=ScheduleConfig(iterations=2000, resolutions=(64, 128), resolution_starts=(0.0, 0.3)),
     frames_per_batch=4,
     rays_per_frame=1024,

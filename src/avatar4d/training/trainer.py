@@ -250,7 +250,7 @@ def _train_loop(run: Run, work_dir: Path) -> None:
                                  _background(run, batch.background).to(run.device), config.renderer,
                                  run.occupancy if skip else None, run.generator)
             terms = training_loss(output.rgb, batch.rgb.to(run.device), output.opacity, batch.opacity.to(run.device),
-                                  run.field.total_variation(),
+                                  run.field.total_variation(config.loss.tv_samples, run.generator),
                                   batch_latents if config.field.use_latent_code else None, loss_config)
             run.optimizer.zero_grad(set_to_none=True)
             terms.total.backward()

@@ -1,0 +1,176 @@
+"""What a user renders from a trained avatar: an orbit around the head, and stills or short clips with expression
+and head-pose edits.
+
+Poses are edited in the head's own frame around the avatar's mean training pose: ``yaw`` turns the head (positive to
+the subject's left), ``pitch`` nods (positive up), ``roll`` tilts. The backdrop (scene plate) stays fixed, so an orbit
+looks like the head turning in front of the camera.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from avatar4d.atomic import disk_errors
+from avatar4d.avatar import Avatar, load_avatar
+from avatar4d.errors import ControlError, OutputError
+from avatar4d.evaluation.strips import to_uint8, write_png
+from avatar4d.progress import Progress, note
+from avatar4d.tracking.controls import ExpressionEdit, parse_assignments, resolve_expression
+from avatar4d.video.write import Mp4Writer
+
+IMAGE_SUFFIXES = (".png",)
+VIDEO_SUFFIXES = (".mp4",)
+
+
+@dataclass(frozen=True)
+class HeadRotation:
+    """A head rotation relative to the mean pose, degrees."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+
+    def matrix(self) -> np.ndarray:
+        """(3, 3) rotation in the head frame (yaw about y, then pitch about x, then roll about z)."""
+        return Rotation.from_euler("YXZ", [self.yaw, self.pitch, self.roll], degrees=True).as_matrix()
+
+
+def rotated_pose(camera_from_head: np.ndarray, rotation: HeadRotation) -> np.ndarray:
+    """(4, 4) ``camera_from_head`` with the head turned about its own origin."""
+    turn = np.eye(4)
+    turn[:3, :3] = rotation.matrix()
+    return camera_from_head @ turn
+
+
+def relative_rotations(avatar: Avatar, indices: np.ndarray | None = None) -> np.ndarray:
+    """(F, 3) yaw, pitch, roll (degrees) of frames' poses relative to the mean training pose."""
+    indices = avatar.frames.train_indices if indices is None else indices
+    mean = avatar.frames.mean_camera_from_head
+    relative = np.einsum("ji,fjk->fik", mean[:3, :3], avatar.frames.camera_from_head[indices, :3, :3])
+    return Rotation.from_matrix(relative).as_euler("YXZ", degrees=True)
+
+
+def seen_rotation_range(avatar: Avatar) -> tuple[np.ndarray, np.ndarray]:
+    """(3,) smallest and (3,) largest yaw, pitch, roll seen in training, relative to the mean pose."""
+    angles = relative_rotations(avatar)
+    return angles.min(0), angles.max(0)
+
+
+def _check_output(out: Path, suffixes: tuple[str, ...]) -> None:
+    if out.suffix.lower() not in suffixes:
+        raise OutputError(f"{out}: choose a file ending in {' or '.join(suffixes)}")
+    if not out.parent.exists():
+        raise OutputError(f"{out.parent} does not exist")
+
+
+def load_edit_state(path: Path) -> tuple[dict[str, float], HeadRotation]:
+    """Read the expression and pose that the viewer saves: ``{"expression": {...}, "pose": {"yaw": ...}}``."""
+    try:
+        state = json.loads(Path(path).read_text())
+        expression = {str(k): float(v) for k, v in state.get("expression", {}).items()}
+        pose = state.get("pose", {})
+        return expression, HeadRotation(float(pose.get("yaw", 0.0)), float(pose.get("pitch", 0.0)),
+                                        float(pose.get("roll", 0.0)))
+    except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as error:
+        raise ControlError(f"{path} is not a saved expression/pose state ({error})") from error
+
+
+def expression_edit(avatar: Avatar, assignments: dict[str, float] | str | None, *,
+                    extrapolate: bool = False) -> ExpressionEdit:
+    """Resolve ``jaw_open=0.8,e0=2`` (or a dict) against the avatar's face model; notes any clamping."""
+    if isinstance(assignments, str):
+        assignments = parse_assignments(assignments)
+    model = avatar.face_model
+    edit = resolve_expression(assignments or {}, model.controls, model.code_min, model.code_max,
+                              extrapolate=extrapolate)
+    for message in edit.clamped:
+        note(f"{message}; pass --extrapolate to go beyond what training saw")
+    return edit
+
+
+def _warn_beyond_training(avatar: Avatar, rotation: HeadRotation, margin_deg: float = 5.0) -> None:
+    low, high = seen_rotation_range(avatar)
+    for name, value, lo, hi in zip(("yaw", "pitch", "roll"), (rotation.yaw, rotation.pitch, rotation.roll), low, high):
+        if value < lo - margin_deg or value > hi + margin_deg:
+            note(f"{name} {value:+.0f} deg is beyond the training views ({lo:+.0f}..{hi:+.0f} deg): expect artefacts")
+
+
+def render_frame(avatar: Avatar, code: np.ndarray, rotation: HeadRotation, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 render of the avatar with an expression code and a head rotation."""
+    pose = rotated_pose(avatar.frames.mean_camera_from_head, rotation)
+    return to_uint8(avatar.render(pose, code, size=size).rgb.reshape(size, size, 3).cpu())
+
+
+def _even(size: int) -> int:
+    return size + (size % 2)
+
+
+def render_orbit(avatar_dir: Path, out: Path, *, frames: int = 90, yaw_deg: float | None = None,
+                 pitch_deg: float | None = None, expression: dict[str, float] | str | None = None,
+                 size: int | None = None, fps: float = 30.0, extrapolate: bool = False) -> Path:
+    """A novel-view video: the head turns left and right, then nods, at a chosen expression.
+
+    Args:
+        frames: video length; the first half sweeps yaw, the second pitch.
+        yaw_deg, pitch_deg: sweep amplitudes (default: the largest turn seen in training, at least 10 and 5 degrees).
+        expression: semantic controls / raw components (default: the mean face).
+    """
+    out = Path(out)
+    _check_output(out, VIDEO_SUFFIXES)
+    if frames < 2:
+        raise ControlError(f"an orbit needs at least 2 frames, got {frames}")
+    avatar = load_avatar(avatar_dir)
+    size = _even(size or avatar.image_size)
+    low, high = seen_rotation_range(avatar)
+    yaw = yaw_deg if yaw_deg is not None else max(10.0, float(max(abs(low[0]), abs(high[0]))))
+    pitch = pitch_deg if pitch_deg is not None else max(5.0, float(max(abs(low[1]), abs(high[1]))))
+    _warn_beyond_training(avatar, HeadRotation(yaw, pitch))
+    code = expression_edit(avatar, expression, extrapolate=extrapolate).code
+    half = frames // 2
+    rotations = [HeadRotation(yaw=yaw * math.sin(2 * math.pi * i / half)) for i in range(half)]
+    rotations += [HeadRotation(pitch=pitch * math.sin(2 * math.pi * i / (frames - half))) for i in range(frames - half)]
+    _write_video(avatar, out, [(code, r) for r in rotations], size, fps, "orbit")
+    return out
+
+
+def render_edit(avatar_dir: Path, out: Path, *, expression: dict[str, float] | str | None = None,
+                rotation: HeadRotation = HeadRotation(), size: int | None = None, frames: int = 48, fps: float = 30.0,
+                extrapolate: bool = False) -> Path:
+    """A still (``.png``) or a short clip (``.mp4``: from the mean face and pose to the edit and back).
+
+    Args:
+        expression: e.g. ``"jaw_open=0.8,smile=0.5"`` or ``{"e0": 2.0}``.
+        rotation: head yaw, pitch, roll relative to the mean pose, degrees.
+    """
+    out = Path(out)
+    _check_output(out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    avatar = load_avatar(avatar_dir)
+    size = _even(size or avatar.image_size)
+    edit = expression_edit(avatar, expression, extrapolate=extrapolate)
+    _warn_beyond_training(avatar, rotation)
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        with disk_errors(out):
+            write_png(out, render_frame(avatar, edit.code, rotation, size))
+        return out
+    if frames < 2:
+        raise ControlError(f"a clip needs at least 2 frames, got {frames}")
+    steps = []
+    for i in range(frames):
+        t = 0.5 - 0.5 * math.cos(2 * math.pi * i / (frames - 1))  # 0 -> 1 -> 0, eased
+        steps.append((t * edit.code, HeadRotation(t * rotation.yaw, t * rotation.pitch, t * rotation.roll)))
+    _write_video(avatar, out, steps, size, fps, "edit")
+    return out
+
+
+def _write_video(avatar: Avatar, out: Path, steps: list[tuple[np.ndarray, HeadRotation]], size: int, fps: float,
+                 label: str) -> None:
+    with Mp4Writer(out, fps, crf=18) as writer, Progress(label, len(steps), "frames") as progress:
+        for code, rotation in steps:
+            writer.write(render_frame(avatar, code, rotation, size))
+            progress.update()
