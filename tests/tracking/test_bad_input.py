@@ -183,7 +183,8 @@ def test_two_faces_tracks_the_largest_in_every_frame(tmp_path, face_frames, driv
     got = source_pixels(dataset)
     want = source_pixels(reference)[:36]
     distance = np.linalg.norm(got - want, axis=-1)
-    assert distance.mean() < 2.0 and distance.mean(axis=1).max() < 4.0  # measured 0.7 and 1.5 source pixels
+    # measured 0.26 px on average, 0.42 px on the worst frame (source pixels); the other face is ~200 px away
+    assert distance.mean() < 2.0 and distance.mean(axis=1).max() < 4.0
 
 
 def test_face_that_leaves_the_frame_is_dropped_with_a_reason(tmp_path, face_then_no_face_video):
@@ -215,6 +216,7 @@ def test_rotated_phone_video_is_tracked_upright(tmp_path, rotated_face_video, re
     assert (source["width"], source["height"], source["rotation_deg"]) == (640, 360, 270)
     assert dataset.tracking.num_frames == 72
     distance = np.linalg.norm(source_pixels(dataset) - source_pixels(reference), axis=-1)
+    # measured 0.12 px on average, 0.21 px on the worst frame: only re-encoding noise separates the two clips
     assert distance.mean() < 2.0 and distance.mean(axis=1).max() < 4.0
 
 
@@ -229,7 +231,7 @@ def test_4k_video(tmp_path, clip_4k, reference):
     assert dataset.load_frame(0).shape == (256, 256, 3)
     # the same face as in the 640x360 original, in its pixels (4K is 6x larger)
     distance = np.linalg.norm(source_pixels(dataset) / 6.0 - source_pixels(reference)[:35], axis=-1)
-    assert distance.mean() < 2.0
+    assert distance.mean() < 2.0  # measured 0.10
     assert dataset.tracking.reprojection_error_px.mean() < 1.5
 
 
