@@ -308,6 +308,17 @@ def test_interrupted_tracking_leaves_an_earlier_dataset_untouched(tmp_path, monk
     assert [p.name for p in out.iterdir()] == ["manifest.json"] and (out / "manifest.json").read_text() == "{}"
 
 
+def test_rerun_replaces_an_earlier_dataset_and_a_killed_runs_partial_folder(tmp_path, short_clip):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    partial_path(out).mkdir()
+    (partial_path(out) / "frames").mkdir()  # what a killed run leaves
+    prepare(short_clip, out, FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not (out / "stale.txt").exists() and load_dataset(out).tracking.num_frames == 32
+
+
 # --- the command line -----------------------------------------------------------------------------------------------
 
 def test_cli_reports_a_missing_video_on_stderr(tmp_path, capsys):
