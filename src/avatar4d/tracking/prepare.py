@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import math
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,12 +33,19 @@ from avatar4d.dataset.masks import PersonSegmenter, face_region_mask
 from avatar4d.environment import package_versions
 from avatar4d.errors import InputVideoError
 from avatar4d.progress import Progress, note
-from avatar4d.tracking.camera import PHONE_FRONT_CAMERA_FOV_DEG, SquareCrop, choose_crop, crop_camera, source_camera
-from avatar4d.tracking.face_model import fit_face_model
+from avatar4d.tracking.camera import (
+    PHONE_FRONT_CAMERA_FOV_DEG,
+    PinholeCamera,
+    SquareCrop,
+    choose_crop,
+    crop_camera,
+    source_camera,
+)
+from avatar4d.tracking.face_model import FaceFit, FaceModel, fit_face_model
 from avatar4d.tracking.head_pose import contiguous_segments
 from avatar4d.tracking.landmarks import NUM_LANDMARKS, FaceBox, FaceDetector, FaceMeshTracker
 from avatar4d.tracking.overlay import write_overlay_video, write_tracking_plot
-from avatar4d.video.read import VideoInfo, iter_frames, prefetch, probe_video
+from avatar4d.video.read import VideoFrame, VideoInfo, iter_frames, prefetch, probe_video
 
 
 @dataclass(frozen=True)
@@ -99,18 +107,8 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
     started = time.perf_counter()
     info = probe_video(video)
     _check_video(info, config)
-    scan = _scan_faces(video, info, config)
-    tracked = [b for b in scan.boxes if b is not None]
-    if not tracked:
-        raise InputVideoError(f"no face found in {video}: face detection saw none in {len(scan.analysed)} frames "
-                              "spread over the video")
-    if scan.multiple_faces:
-        note(f"more than one face in {scan.multiple_faces} of {len(scan.analysed)} analysed frames; "
-             "tracking the largest one throughout")
-    crop = choose_crop(tracked, info.width, info.height, config.size, margin=config.crop_margin)
-    if crop.side < config.size:
-        note(f"the face is small in this video: a {crop.side:.0f}-pixel crop is upscaled to {config.size}")
-    camera = crop_camera(source_camera(info.width, info.height, config.fov_deg), crop)
+    located = locate_face(video, info, config)
+    scan, crop, camera = located.scan, located.crop, located.camera
     scan_seconds = time.perf_counter() - started
 
     with atomic_directory(out) as work:
@@ -234,10 +232,6 @@ def _scan_faces(video: Path, info: VideoInfo, config: PrepareConfig) -> FaceScan
 
 def _track_frames(video: Path, layout: DatasetLayout, crop: SquareCrop, scan: FaceScan, config: PrepareConfig):
     """Second pass: crop, track, segment and write every kept frame; sample frames for the background plate."""
-    found = [(i, b) for i, b in zip(scan.analysed, scan.boxes) if b is not None]
-    known_index = np.array([i for i, _ in found], dtype=float)
-    known_center = crop.source_to_crop(np.array([b.center for _, b in found]))
-    known_size = np.array([b.size for _, b in found]) * crop.scale
     last = max(scan.declared_frames - 1, scan.analysed[-1] if scan.analysed else 0)
     if config.max_frames is not None:
         last = min(last, (config.max_frames - 1) * config.every)
@@ -250,26 +244,16 @@ def _track_frames(video: Path, layout: DatasetLayout, crop: SquareCrop, scan: Fa
     pending: list[Future] = []
     expected = math.ceil(info_frames / config.every) if (info_frames := scan.declared_frames) else None
     total = min(filter(None, (expected, config.max_frames)), default=None)
-    with (FaceMeshTracker() as mesh, PersonSegmenter() as segmenter, ThreadPoolExecutor(1) as model_thread,
-          ThreadPoolExecutor(1) as writer, open(layout.root / "landmarks.f32", "wb") as landmark_file,
+    with (PersonSegmenter() as segmenter, ThreadPoolExecutor(1) as writer,
+          open(layout.root / "landmarks.f32", "wb") as landmark_file,
           Progress("track", total, "frames") as progress):
-        for frame in prefetch(iter_frames(video, every=config.every, max_frames=config.max_frames)):
-            image = crop.apply(frame.image)
-            segmentation = model_thread.submit(segmenter.predict, image)  # runs beside the landmark model
-            landmarks = mesh.track(image)
-            soft = segmentation.result()
+        for tracked in iter_tracked_frames(video, crop, scan, config, segmenter=segmenter):
             progress.update()
-            if landmarks is None:
-                dropped.append((frame.index, "no face found"))
+            if tracked.landmarks is None:
+                dropped.append((tracked.frame.index, tracked.drop_reason))
                 continue
-            expected_center = np.array([np.interp(frame.index, known_index, known_center[:, k]) for k in (0, 1)])
-            expected_size = float(np.interp(frame.index, known_index, known_size))
-            center = 0.5 * (landmarks[:, :2].min(0) + landmarks[:, :2].max(0))
-            if np.linalg.norm(center - expected_center) > 0.6 * expected_size:
-                dropped.append((frame.index, "the landmarks are on another face than the one being tracked"))
-                mesh.reset()
-                continue
-            person = np.round(segmenter.refine(image, soft, landmarks) * 255).astype(np.uint8)
+            frame, image, landmarks = tracked.frame, tracked.image, tracked.landmarks
+            person = np.round(segmenter.refine(image, tracked.person, landmarks) * 255).astype(np.uint8)
             face = face_region_mask(landmarks, config.size, config.size)
             index = len(kept)
             pending.append(writer.submit(_write_frame, layout, index, image, person, face, config.jpeg_quality))
@@ -288,6 +272,126 @@ def _track_frames(video: Path, layout: DatasetLayout, crop: SquareCrop, scan: Fa
     if background.count == 0 and kept:
         background.add(*_first_frame_and_mask(layout))
     return kept, times, dropped, background
+
+
+@dataclass(frozen=True)
+class LocatedFace:
+    """The face to track in a video and the one crop and camera for all its frames."""
+
+    info: VideoInfo
+    scan: FaceScan
+    crop: SquareCrop
+    camera: PinholeCamera
+    """Intrinsics of the resized crop."""
+
+
+def locate_face(video: Path, info: VideoInfo, config: PrepareConfig) -> LocatedFace:
+    """First pass: find the face to track and choose the crop (raises InputVideoError when there is no face)."""
+    scan = _scan_faces(video, info, config)
+    tracked = [b for b in scan.boxes if b is not None]
+    if not tracked:
+        raise InputVideoError(f"no face found in {video}: face detection saw none in {len(scan.analysed)} frames "
+                              "spread over the video")
+    if scan.multiple_faces:
+        note(f"more than one face in {scan.multiple_faces} of {len(scan.analysed)} analysed frames; "
+             "tracking the largest one throughout")
+    crop = choose_crop(tracked, info.width, info.height, config.size, margin=config.crop_margin)
+    if crop.side < config.size:
+        note(f"the face is small in this video: a {crop.side:.0f}-pixel crop is upscaled to {config.size}")
+    camera = crop_camera(source_camera(info.width, info.height, config.fov_deg), crop)
+    return LocatedFace(info=info, scan=scan, crop=crop, camera=camera)
+
+
+@dataclass
+class TrackedFrame:
+    """One frame of the second pass."""
+
+    frame: VideoFrame
+    image: np.ndarray
+    """(S, S, 3) uint8 crop."""
+    landmarks: np.ndarray | None
+    """(478, 3) crop pixels, or None when the frame is dropped."""
+    drop_reason: str | None
+    person: np.ndarray | None
+    """(S, S) raw person probability from the segmenter, when one was given."""
+
+
+def iter_tracked_frames(video: Path, crop: SquareCrop, scan: FaceScan, config: PrepareConfig, *,
+                        segmenter: PersonSegmenter | None = None) -> Iterator[TrackedFrame]:
+    """Second pass, streamed: crop every kept frame and track its landmarks (Face Mesh in video mode); the
+    segmentation model, if given, runs in a thread beside the landmark model. Landmarks far from where the first pass
+    saw the tracked face (another face) drop the frame, and tracking restarts."""
+    found = [(i, b) for i, b in zip(scan.analysed, scan.boxes) if b is not None]
+    known_index = np.array([i for i, _ in found], dtype=float)
+    known_center = crop.source_to_crop(np.array([b.center for _, b in found]))
+    known_size = np.array([b.size for _, b in found]) * crop.scale
+    with FaceMeshTracker() as mesh, ThreadPoolExecutor(1) as model_thread:
+        for frame in prefetch(iter_frames(video, every=config.every, max_frames=config.max_frames)):
+            image = crop.apply(frame.image)
+            segmentation = model_thread.submit(segmenter.predict, image) if segmenter is not None else None
+            landmarks = mesh.track(image)
+            person = segmentation.result() if segmentation is not None else None
+            if landmarks is None:
+                yield TrackedFrame(frame, image, None, "no face found", person)
+                continue
+            expected_center = np.array([np.interp(frame.index, known_index, known_center[:, k]) for k in (0, 1)])
+            expected_size = float(np.interp(frame.index, known_index, known_size))
+            center = 0.5 * (landmarks[:, :2].min(0) + landmarks[:, :2].max(0))
+            if np.linalg.norm(center - expected_center) > 0.6 * expected_size:
+                mesh.reset()
+                yield TrackedFrame(frame, image, None, "the landmarks are on another face than the one being tracked",
+                                   person)
+                continue
+            yield TrackedFrame(frame, image, landmarks, None, person)
+
+
+@dataclass(frozen=True)
+class VideoTrack:
+    """A video tracked without writing a dataset (a reenactment driver): every processed frame, and the face model
+    fitted to the frames where the face was found."""
+
+    located: LocatedFace
+    source_frames: np.ndarray
+    """(F,) every processed frame's index in the video."""
+    times_s: np.ndarray
+    """(F,)."""
+    tracked: np.ndarray
+    """(F,) bool: landmarks were found."""
+    model: FaceModel
+    """Fitted to the tracked frames (the template is this person's mean face)."""
+    fit: FaceFit
+    """Per tracked frame (rows follow ``np.nonzero(tracked)``)."""
+
+
+def track_video(video: Path, config: PrepareConfig = PrepareConfig(overlay=False)) -> VideoTrack:
+    """Track every frame of a video (streamed) and fit its face model, keeping only arrays in memory.
+
+    Raises:
+        InputVideoError: as ``prepare`` does (not a video, no face, too few frames with a face).
+    """
+    video = Path(video)
+    info = probe_video(video)
+    _check_video(info, config)
+    located = locate_face(video, info, config)
+    frames, times, landmarks, tracked = [], [], [], []
+    total = math.ceil(info.frame_count / config.every) if info.frame_count else None
+    with Progress("track", total, "frames") as progress:
+        for item in iter_tracked_frames(video, located.crop, located.scan, config):
+            frames.append(item.frame.index)
+            times.append(item.frame.time_s)
+            tracked.append(item.landmarks is not None)
+            if item.landmarks is not None:
+                landmarks.append(item.landmarks)
+            progress.update()
+    if len(landmarks) < config.min_frames:
+        raise InputVideoError(f"the face is found in only {len(landmarks)} of {len(frames)} frames of {video}; at "
+                              f"least {config.min_frames} are needed")
+    kept = np.asarray(frames)[np.asarray(tracked)]
+    window = int(round(config.smoothing_window_s * info.fps / config.every)) | 1
+    model, fit = fit_face_model(np.stack(landmarks), located.camera, contiguous_segments(kept, config.every),
+                                smoothing_window=window, num_components=config.num_components)
+    return VideoTrack(located=located, source_frames=np.asarray(frames), times_s=np.asarray(times),
+                      tracked=np.asarray(tracked), model=model, fit=fit)
 
 
 def _write_frame(layout: DatasetLayout, index: int, image: np.ndarray, person: np.ndarray, face: np.ndarray,
