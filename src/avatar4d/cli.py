@@ -117,10 +117,136 @@ def _export(args: ExportArgs) -> None:
     export_nerface(args.dataset, args.out, size=args.size)
 
 
+@dataclass(frozen=True)
+class RenderArgs:
+    """Render the avatar: an orbit video (--orbit), or a still (.png) / short clip (.mp4) with expression and head
+    pose edits."""
+
+    avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
+    out: Path | None = None
+    """Output file (default: AVATAR_DIR/renders/orbit.mp4 or edit.png)."""
+    orbit: bool = False
+    """A novel-view video: yaw sweep then pitch sweep (--yaw/--pitch give their amplitudes)."""
+    expr: str = ""
+    """Expression, e.g. jaw_open=0.8,smile=0.5 or e0=2.0 (controls: jaw_open, smile, blink_left, blink_right,
+    brow_raise, pucker, gaze_horizontal, gaze_vertical; raw components e0..e31)."""
+    yaw: float | None = None
+    """Head turn in degrees, positive to the subject's left (with --orbit: the sweep amplitude)."""
+    pitch: float | None = None
+    """Head nod in degrees, positive up (with --orbit: the sweep amplitude)."""
+    roll: float = 0.0
+    state: Path | None = None
+    """An expression/pose JSON saved by the viewer (its values are used unless --expr/--yaw/--pitch are given)."""
+    extrapolate: bool = False
+    """Allow values beyond the range seen in training."""
+    frames: int = 60
+    """Frames of an orbit or clip."""
+    size: int | None = None
+    """Output side in pixels (default: the training resolution)."""
+
+
+def _render(args: RenderArgs) -> None:
+    from avatar4d.render.novel_views import HeadRotation, load_edit_state, render_edit, render_orbit
+
+    expression: dict[str, float] | str = args.expr
+    rotation = HeadRotation(args.yaw or 0.0, args.pitch or 0.0, args.roll)
+    if args.state is not None:
+        saved_expression, saved_rotation = load_edit_state(args.state)
+        expression = args.expr or saved_expression
+        rotation = HeadRotation(args.yaw if args.yaw is not None else saved_rotation.yaw,
+                                args.pitch if args.pitch is not None else saved_rotation.pitch,
+                                args.roll or saved_rotation.roll)
+    renders = args.avatar / "renders"
+    if args.orbit:
+        out = args.out or renders / "orbit.mp4"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render_orbit(args.avatar, out, frames=args.frames, yaw_deg=args.yaw, pitch_deg=args.pitch,
+                     expression=expression, size=args.size, extrapolate=args.extrapolate)
+    else:
+        out = args.out or renders / "edit.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render_edit(args.avatar, out, expression=expression, rotation=rotation, size=args.size, frames=args.frames,
+                    extrapolate=args.extrapolate)
+    print(out)
+
+
+@dataclass(frozen=True)
+class ReenactArgs:
+    """Drive the avatar with a video of a face: driver | avatar side by side, with the driver's audio."""
+
+    avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
+    driver: Annotated[Path, tyro.conf.Positional, _positional("DRIVER_VIDEO")]
+    out: Path
+    """Output .mp4 (or .png with --frame)."""
+    frame: int | None = None
+    """Render only this driver frame, as a still."""
+    size: int | None = None
+    """Panel side in pixels (default: the training resolution)."""
+    max_frames: int | None = None
+    """Use at most this many driver frames."""
+    expression_only: bool = False
+    """Transfer the expression only; keep the avatar's mean head pose."""
+
+
+def _reenact(args: ReenactArgs) -> None:
+    from avatar4d.reenact.reenact import reenact
+
+    reenact(args.avatar, args.driver, args.out, frame=args.frame, size=args.size, max_frames=args.max_frames,
+            expression_only=args.expression_only)
+
+
+@dataclass(frozen=True)
+class MeshArgs:
+    """Extract the head surface (marching cubes of the density) with vertex colours, and a shaded preview PNG."""
+
+    avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
+    out: Path
+    """.ply, .obj or .glb."""
+    expr: str = ""
+    """Expression of the surface (default: the neutral, mean face)."""
+    extrapolate: bool = False
+    resolution: int = 160
+    """Grid vertices along the head box's longest side."""
+
+
+def _mesh(args: MeshArgs) -> None:
+    from avatar4d.avatar import load_avatar
+    from avatar4d.mesh import export_mesh
+    from avatar4d.render.novel_views import expression_edit
+
+    code = expression_edit(load_avatar(args.avatar), args.expr, extrapolate=args.extrapolate).code if args.expr \
+        else None
+    result = export_mesh(args.avatar, args.out, code=code, resolution=args.resolution)
+    print(result.mesh)
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    """The whole chain on a real sample video the tool downloads itself: prepare, train, evaluate, orbit,
+    reenactment by another person, mesh."""
+
+    out: Path = Path("avatar4d-demo")
+    """Folder for everything the demo writes."""
+    preset: Literal["preview", "quality"] | None = None
+    """Default: quality on a GPU, else preview."""
+    iters: int | None = None
+    """Training steps (default: the preset's)."""
+
+
+def _demo(args: DemoArgs) -> None:
+    from avatar4d.demo import run_demo
+
+    run_demo(args.out, preset=args.preset, iterations=args.iters)
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
+    "demo": (DemoArgs, _demo),
     "prepare": (PrepareArgs, _prepare),
     "train": (TrainArgs, _train),
     "evaluate": (EvaluateArgs, _evaluate),
+    "render": (RenderArgs, _render),
+    "reenact": (ReenactArgs, _reenact),
+    "mesh": (MeshArgs, _mesh),
     "export": (ExportArgs, _export),
 }
 
