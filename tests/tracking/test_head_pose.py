@@ -3,6 +3,8 @@ trips, zero-lag smoothing, lifting landmarks into the head frame, and the Umeyam
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,8 @@ from avatar4d.tracking.head_pose import (
     reprojection_errors,
     rigid_align,
     rotation_angle_deg,
+    PoseSmoothingConfig,
+    one_euro,
     smooth_poses,
     solve_head_pose,
     transform_points,
@@ -160,32 +164,89 @@ def test_head_angles_mean_what_their_names_say():
 AXIS = np.array([1.0, 2.0, 0.5]) / np.linalg.norm([1.0, 2.0, 0.5])
 
 
-def quadratic_path(count: int) -> np.ndarray:
-    """A smooth head motion: rotation about a fixed axis and translation, both quadratic in time."""
+RATE = 30.0
+
+
+def linear_path(count: int) -> np.ndarray:
+    """A head turning and moving at constant speed: rotation about a fixed axis and translation, linear in time."""
     t = np.linspace(-1.0, 1.0, count)
     base = pose_from_head_angles(np.array([10.0, -5.0, 3.0]), np.zeros(3))[:3, :3]
-    angle = 0.4 * t + 0.3 * t**2
-    rotations = base @ Rotation.from_rotvec(angle[:, None] * AXIS).as_matrix()
-    translations = np.column_stack([0.05 * t, -0.02 * t + 0.03 * t**2, 0.5 + 0.1 * t**2])
+    rotations = base @ Rotation.from_rotvec((0.4 * t)[:, None] * AXIS).as_matrix()
+    translations = np.column_stack([0.05 * t, -0.02 * t, 0.5 + 0.1 * t])
     return np.stack([make_pose(r, x) for r, x in zip(rotations, translations)])
 
 
-def test_smoothing_passes_a_quadratic_path_unchanged():
-    poses = quadratic_path(40)
-    np.testing.assert_allclose(smooth_poses(poses, [slice(0, 40)], 9), poses, atol=1e-10)
+def one_euro_by_the_paper(values, rate, min_cutoff, beta, d_cutoff):
+    """Casiez et al. 2012, as their pseudocode reads: one scalar at a time, with the LowPassFilter class."""
+
+    class LowPass:
+        def __init__(self):
+            self.previous = None
+
+        def __call__(self, x, alpha):
+            self.previous = x if self.previous is None else alpha * x + (1 - alpha) * self.previous
+            return self.previous
+
+    def alpha(cutoff):
+        te = 1.0 / rate
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / te)
+
+    out = np.zeros_like(values)
+    for column in range(values.shape[1]):
+        x_filter, dx_filter = LowPass(), LowPass()
+        previous = None
+        for i, x in enumerate(values[:, column]):
+            dx = 0.0 if previous is None else (x - previous) * rate
+            edx = dx_filter(dx, alpha(d_cutoff))
+            out[i, column] = x_filter(x, alpha(min_cutoff + beta * abs(edx)))
+            previous = x
+    return out
 
 
-def test_smoothing_removes_jitter():
-    truth = quadratic_path(60)
+def test_one_euro_matches_the_papers_pseudocode():
+    rng = np.random.default_rng(1)
+    signal = np.cumsum(rng.normal(size=(50, 3)), axis=0) * 0.01
+    np.testing.assert_allclose(one_euro(signal, RATE, 1.5, 100.0, 1.0),
+                               one_euro_by_the_paper(signal, RATE, 1.5, 100.0, 1.0), atol=1e-12)
+
+
+def test_smoothing_has_no_lag_on_a_steady_turn():
+    """A causal filter trails a steady turn; the forward-backward mean does not (away from the ends)."""
+    poses = linear_path(60)
+    smoothed = smooth_poses(poses, [slice(0, 60)], RATE)
+    inner = slice(15, 45)
+    assert rotation_angle_deg(smoothed[inner], poses[inner]).max() < 0.05
+    np.testing.assert_allclose(smoothed[inner, :3, 3], poses[inner, :3, 3], atol=2e-4)
+    causal = one_euro(poses[:, :3, 3], RATE, 1.5, 500.0)
+    assert np.abs(causal[inner] - poses[inner, :3, 3]).max() > 5 * np.abs(smoothed[inner, :3, 3]
+                                                                          - poses[inner, :3, 3]).max()
+
+
+def test_smoothing_removes_jitter_of_a_still_head():
+    truth = np.repeat(pose_from_head_angles(np.array([5.0, -3.0, 1.0]), np.array([0.0, 0.0, 0.5]))[None], 60, 0)
     rng = np.random.default_rng(0)
     noisy = truth.copy()
-    noisy[:, :3, 3] += rng.normal(scale=0.003, size=(60, 3))
-    noisy[:, :3, :3] = noisy[:, :3, :3] @ Rotation.from_rotvec(rng.normal(scale=0.01, size=(60, 3))).as_matrix()
-    smoothed = smooth_poses(noisy, [slice(0, 60)], 9)
+    # tracker-like noise: half a millimetre, a tenth of a degree (the shared clips' raw poses jitter about this much)
+    noisy[:, :3, 3] += rng.normal(scale=0.0005, size=(60, 3))
+    noisy[:, :3, :3] = noisy[:, :3, :3] @ Rotation.from_rotvec(rng.normal(scale=0.002, size=(60, 3))).as_matrix()
+    smoothed = smooth_poses(noisy, [slice(0, 60)], RATE)
     raw_error = np.abs(noisy[:, :3, 3] - truth[:, :3, 3]).mean()
     assert np.abs(smoothed[:, :3, 3] - truth[:, :3, 3]).mean() < 0.6 * raw_error
     assert rotation_angle_deg(smoothed, truth).mean() < 0.6 * rotation_angle_deg(noisy, truth).mean()
     np.testing.assert_allclose(np.linalg.det(smoothed[:, :3, :3]), 1.0, atol=1e-12)  # still rotations
+
+
+def test_smoothing_follows_a_fast_turn():
+    """A 25-degree head shake at 1.5 Hz: the adaptive cut-off follows it; the same filter without adaptation
+    (beta 0) blunts it."""
+    t = np.arange(60) / RATE
+    yaw = 25.0 * np.sin(2 * np.pi * 1.5 * t)
+    poses = np.stack([pose_from_head_angles(np.array([y, 0.0, 0.0]), np.array([0.0, 0.0, 0.5])) for y in yaw])
+    adaptive = smooth_poses(poses, [slice(0, 60)], RATE)
+    fixed = smooth_poses(poses, [slice(0, 60)], RATE, PoseSmoothingConfig(beta_rotation=0.0, beta_translation=0.0))
+    assert rotation_angle_deg(adaptive, poses).mean() < 1.5
+    assert rotation_angle_deg(fixed, poses).mean() > 3 * rotation_angle_deg(adaptive, poses).mean()
 
 
 def test_smoothing_does_not_delay_a_step():
@@ -194,11 +255,12 @@ def test_smoothing_does_not_delay_a_step():
     poses = np.repeat(pose_from_head_angles(np.zeros(3), np.array([0.0, 0.0, 0.5]))[None], 40, axis=0)
     poses[20:, 0, 3] = 0.1  # the head jumps 10 cm to the right between frames 19 and 20
     poses[20:, :3, :3] = pose_from_head_angles(np.array([20.0, 0.0, 0.0]), np.zeros(3))[:3, :3]
-    smoothed = smooth_poses(poses, [slice(0, 40)], 9)
+    smoothed = smooth_poses(poses, [slice(0, 40)], RATE)
     x = smoothed[:, 0, 3]
     assert x[19] + x[20] == pytest.approx(0.1, abs=1e-12)
-    np.testing.assert_allclose(x[:15], 0.0, atol=1e-12)  # beyond half a window the step is not felt at all
-    np.testing.assert_allclose(x[25:], 0.1, atol=1e-12)
+    assert x[20] > 0.03  # the forward pass alone would give a*0.1 with a small a; the backward pass brings it up
+    np.testing.assert_allclose(x[:10], 0.0, atol=1e-3)
+    np.testing.assert_allclose(x[30:], 0.1, atol=1e-3)
     yaw = head_angles_deg(smoothed)[:, 0]
     assert yaw[19] + yaw[20] == pytest.approx(20.0, abs=0.05)
 
@@ -206,15 +268,15 @@ def test_smoothing_does_not_delay_a_step():
 def test_smoothing_does_not_cross_gaps():
     first = np.repeat(pose_from_head_angles(np.array([-15.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.5]))[None], 12, 0)
     second = np.repeat(pose_from_head_angles(np.array([15.0, 5.0, 0.0]), np.array([0.1, 0.0, 0.6]))[None], 12, 0)
-    short = np.repeat(pose_from_head_angles(np.array([0.0, 30.0, 0.0]), np.array([0.0, 0.1, 0.4]))[None], 3, 0)
+    short = np.repeat(pose_from_head_angles(np.array([0.0, 30.0, 0.0]), np.array([0.0, 0.1, 0.4]))[None], 2, 0)
     short[1, 0, 3] += 0.05  # a segment too short to smooth is left as it is
     poses = np.concatenate([first, second, short])
-    source_frames = np.concatenate([np.arange(12), np.arange(30, 42), np.arange(50, 53)])
+    source_frames = np.concatenate([np.arange(12), np.arange(30, 42), np.arange(50, 52)])
     segments = contiguous_segments(source_frames)
-    assert segments == [slice(0, 12), slice(12, 24), slice(24, 27)]
-    np.testing.assert_allclose(smooth_poses(poses, segments, 9), poses, atol=1e-12)
+    assert segments == [slice(0, 12), slice(12, 24), slice(24, 26)]
+    np.testing.assert_allclose(smooth_poses(poses, segments, RATE), poses, atol=1e-12)
     # the same poses treated as one run are blended across the gap
-    assert not np.allclose(smooth_poses(poses, [slice(0, 27)], 9), poses, atol=1e-3)
+    assert not np.allclose(smooth_poses(poses, [slice(0, 26)], RATE), poses, atol=1e-3)
 
 
 def test_contiguous_segments_with_a_stride():

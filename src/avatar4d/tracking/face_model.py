@@ -23,6 +23,7 @@ from avatar4d.tracking.camera import PinholeCamera
 from avatar4d.tracking.controls import CONTROL_NAMES, ControlMap, fit_control_map, measure_controls
 from avatar4d.tracking.expression import ExpressionBasis, ResidualCovariance, fit_expression_basis
 from avatar4d.tracking.head_pose import (
+    PoseSmoothingConfig,
     landmarks_to_head_space,
     reprojection_errors,
     rigid_align,
@@ -171,8 +172,8 @@ class FaceFit:
     flag_reasons: list[list[str]]
 
 
-def fit_face_model(landmarks_px: np.ndarray, camera: PinholeCamera, segments: list[slice], *, smoothing_window: int,
-                   num_components: int = 32, iterations: int = 3, chunk: int = 256) -> tuple[FaceModel, FaceFit]:
+def fit_face_model(landmarks_px: np.ndarray, camera: PinholeCamera, segments: list[slice], *, rate_hz: float,
+                   smoothing: PoseSmoothingConfig = PoseSmoothingConfig(), num_components: int = 32, iterations: int = 3, chunk: int = 256) -> tuple[FaceModel, FaceFit]:
     """Build the subject's face model from their tracked landmarks and fit every frame.
 
     1. A first template by Procrustes on MediaPipe's 3D landmarks; 2. per frame, the head pose by PnP and zero-lag
@@ -184,18 +185,19 @@ def fit_face_model(landmarks_px: np.ndarray, camera: PinholeCamera, segments: li
         landmarks_px: (F, L, 3) tracked landmarks of the kept frames (may be a memory map).
         camera: intrinsics of the landmarks' images.
         segments: contiguous runs of frames (pose smoothing does not cross gaps).
-        smoothing_window: odd window of the pose smoother, in frames.
+        rate_hz: frames per second of the kept frames (for the pose smoother).
+        smoothing: the pose smoother's settings.
     """
     count = len(landmarks_px)
     sample = np.asarray(landmarks_px[np.linspace(0, count - 1, min(count, 200)).round().astype(int)])
     template = initial_template(sample)
     for _ in range(iterations):
-        raw, smooth = _solve_poses(landmarks_px, camera, template, segments, smoothing_window)
+        raw, smooth = _solve_poses(landmarks_px, camera, template, segments, rate_hz, smoothing)
         total = np.zeros_like(template)
         for start, points in _canonical_chunks(landmarks_px, smooth, camera, template, chunk):
             total += points.sum(0)
         template = normalise_template(total / count)
-    raw, smooth = _solve_poses(landmarks_px, camera, template, segments, smoothing_window)
+    raw, smooth = _solve_poses(landmarks_px, camera, template, segments, rate_hz, smoothing)
 
     covariance = ResidualCovariance(template.size)
     for _, points in _canonical_chunks(landmarks_px, smooth, camera, template, chunk):
@@ -225,9 +227,9 @@ def fit_face_model(landmarks_px: np.ndarray, camera: PinholeCamera, segments: li
 
 
 def _solve_poses(landmarks_px: np.ndarray, camera: PinholeCamera, template: np.ndarray, segments: list[slice],
-                 window: int) -> tuple[np.ndarray, np.ndarray]:
+                 rate_hz: float, smoothing: PoseSmoothingConfig) -> tuple[np.ndarray, np.ndarray]:
     raw = np.stack([solve_head_pose(template, np.asarray(landmarks_px[i]), camera) for i in range(len(landmarks_px))])
-    return raw, smooth_poses(raw, segments, window)
+    return raw, smooth_poses(raw, segments, rate_hz, smoothing)
 
 
 def _canonical_chunks(landmarks_px: np.ndarray, poses: np.ndarray, camera: PinholeCamera, template: np.ndarray,

@@ -7,9 +7,10 @@ Frames: ``camera`` is OpenCV's (x right, y down, z forward); ``head`` is the can
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
-from scipy.signal import savgol_filter
 from scipy.spatial.transform import Rotation
 
 from avatar4d.tracking.camera import PinholeCamera
@@ -84,31 +85,78 @@ def reprojection_errors(points_head: np.ndarray, camera_from_head: np.ndarray, l
     return np.linalg.norm(projected - landmarks_px[:, :2], axis=1)
 
 
-def smooth_poses(camera_from_head: np.ndarray, segments: list[slice], window: int) -> np.ndarray:
-    """Zero-phase Savitzky-Golay smoothing (quadratic) of rotation and translation, per contiguous segment.
+@dataclass(frozen=True)
+class PoseSmoothingConfig:
+    """Zero-phase adaptive smoothing of head poses (a One-Euro filter run forwards and backwards).
 
-    A centred polynomial fit has no lag and follows fast turns that a moving average or a causal filter would blunt.
+    The cut-off frequency rises with the head's speed: still heads are smoothed strongly (tracker jitter goes),
+    fast turns hardly at all (no blunted moves), and averaging the forward and backward passes cancels the lag of each.
+    """
+
+    min_cutoff_hz: float = 1.5
+    """Cut-off frequency when the head is still."""
+    beta_rotation: float = 100.0
+    """Added cut-off (Hz) per radian per second of rotation speed."""
+    beta_translation: float = 500.0
+    """Added cut-off (Hz) per metre per second of translation speed."""
+    derivative_cutoff_hz: float = 1.0
+    """Cut-off of the speed estimate."""
+
+
+def one_euro(values: np.ndarray, rate_hz: float, min_cutoff_hz: float, beta: float,
+             derivative_cutoff_hz: float = 1.0) -> np.ndarray:
+    """Causal One-Euro filter (Casiez et al. 2012) of a (F, D) signal sampled at ``rate_hz``.
+
+    The cut-off of each step is ``min_cutoff_hz + beta * |speed|`` with the speed low-pass filtered.
+    """
+
+    def smoothing(cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau * rate_hz)
+
+    out = np.empty_like(values, dtype=np.float64)
+    out[0] = values[0]
+    speed = np.zeros(values.shape[1:])
+    a_speed = smoothing(derivative_cutoff_hz)
+    for i in range(1, len(values)):
+        speed = a_speed * (values[i] - values[i - 1]) * rate_hz + (1.0 - a_speed) * speed
+        a = smoothing(min_cutoff_hz + beta * np.abs(speed))
+        out[i] = a * values[i] + (1.0 - a) * out[i - 1]
+    return out
+
+
+def zero_phase_one_euro(values: np.ndarray, rate_hz: float, min_cutoff_hz: float, beta: float,
+                        derivative_cutoff_hz: float = 1.0) -> np.ndarray:
+    """The mean of the One-Euro filter run forwards and backwards: the two lags cancel (a ramp passes unchanged)."""
+    forward = one_euro(values, rate_hz, min_cutoff_hz, beta, derivative_cutoff_hz)
+    backward = one_euro(values[::-1], rate_hz, min_cutoff_hz, beta, derivative_cutoff_hz)[::-1]
+    return 0.5 * (forward + backward)
+
+
+def smooth_poses(camera_from_head: np.ndarray, segments: list[slice], rate_hz: float,
+                 config: PoseSmoothingConfig = PoseSmoothingConfig()) -> np.ndarray:
+    """Smooth rotation (as rotation vectors about each segment's mean) and translation, per contiguous segment.
 
     Args:
         camera_from_head: (F, 4, 4) raw poses.
-        segments: runs of consecutive source frames (smoothing never crosses a gap of dropped frames).
-        window: odd window length in frames; segments (and windows) shorter than 5 frames are left as they are.
+        segments: runs of consecutive kept frames (smoothing never crosses a gap of dropped frames).
+        rate_hz: frames per second of the kept frames.
 
     Returns:
-        (F, 4, 4) smoothed poses.
+        (F, 4, 4) smoothed poses; segments shorter than 3 frames are left as they are.
     """
     out = camera_from_head.copy()
     for segment in segments:
         poses = camera_from_head[segment]
-        count = len(poses)
-        length = min(window, count if count % 2 else count - 1)
-        if length < 5:
+        if len(poses) < 3:
             continue
         rotations = Rotation.from_matrix(poses[:, :3, :3])
         reference = rotations.mean()
         rotvecs = (reference.inv() * rotations).as_rotvec()
-        rotvecs = savgol_filter(rotvecs, length, 2, axis=0, mode="interp")
-        translations = savgol_filter(poses[:, :3, 3], length, 2, axis=0, mode="interp")
+        rotvecs = zero_phase_one_euro(rotvecs, rate_hz, config.min_cutoff_hz, config.beta_rotation,
+                                      config.derivative_cutoff_hz)
+        translations = zero_phase_one_euro(poses[:, :3, 3], rate_hz, config.min_cutoff_hz, config.beta_translation,
+                                           config.derivative_cutoff_hz)
         out[segment, :3, :3] = (reference * Rotation.from_rotvec(rotvecs)).as_matrix()
         out[segment, :3, 3] = translations
     return out

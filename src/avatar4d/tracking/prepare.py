@@ -42,7 +42,7 @@ from avatar4d.tracking.camera import (
     source_camera,
 )
 from avatar4d.tracking.face_model import FaceFit, FaceModel, fit_face_model
-from avatar4d.tracking.head_pose import contiguous_segments
+from avatar4d.tracking.head_pose import PoseSmoothingConfig, contiguous_segments
 from avatar4d.tracking.landmarks import NUM_LANDMARKS, FaceBox, FaceDetector, FaceMeshTracker
 from avatar4d.tracking.overlay import write_overlay_video, write_tracking_plot
 from avatar4d.video.read import VideoFrame, VideoInfo, iter_frames, prefetch, probe_video
@@ -73,8 +73,8 @@ class PrepareConfig:
     background_samples: int = 60
     """Frames the background plate is estimated from."""
     jpeg_quality: int = 95
-    smoothing_window_s: float = 0.2
-    """Window of the zero-lag pose smoother, seconds."""
+    smoothing: PoseSmoothingConfig = field(default_factory=PoseSmoothingConfig)
+    """The zero-lag adaptive pose smoother."""
     max_source_pixels: int = 8192 * 8192
     """Refuse videos whose frames are larger than this."""
     overlay: bool = True
@@ -128,11 +128,9 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
         landmarks = np.memmap(work / "landmarks.f32", dtype=np.float32, mode="r", shape=(count, NUM_LANDMARKS, 3))
         source_frames = np.asarray(kept, dtype=np.int64)
         segments = contiguous_segments(source_frames, config.every)
-        # odd, about smoothing_window_s long: when that spans fewer than 5 kept frames (sparse sampling) the poses stay
-        # raw, rather than averaging real head motion over a longer time
-        window = int(round(config.smoothing_window_s * info.fps / config.every)) | 1
         fit_started = time.perf_counter()
-        model, fit = fit_face_model(landmarks, camera, segments, smoothing_window=window,
+        model, fit = fit_face_model(landmarks, camera, segments, rate_hz=info.fps / config.every,
+                                    smoothing=config.smoothing,
                                     num_components=config.num_components)
         fit_seconds = time.perf_counter() - fit_started
 
@@ -387,9 +385,9 @@ def track_video(video: Path, config: PrepareConfig = PrepareConfig(overlay=False
         raise InputVideoError(f"the face is found in only {len(landmarks)} of {len(frames)} frames of {video}; at "
                               f"least {config.min_frames} are needed")
     kept = np.asarray(frames)[np.asarray(tracked)]
-    window = int(round(config.smoothing_window_s * info.fps / config.every)) | 1
     model, fit = fit_face_model(np.stack(landmarks), located.camera, contiguous_segments(kept, config.every),
-                                smoothing_window=window, num_components=config.num_components)
+                                rate_hz=info.fps / config.every, smoothing=config.smoothing,
+                                num_components=config.num_components)
     return VideoTrack(located=located, source_frames=np.asarray(frames), times_s=np.asarray(times),
                       tracked=np.asarray(tracked), model=model, fit=fit)
 
