@@ -14,7 +14,7 @@ OUT/
 ```
 
 The rules are those of NeRFace's own loader (``nerf/load_flame.py``), ray generator (``get_ray_bundle``), trainer and
-evaluator; the section "Export to NeRFace's layout" (``docs/nerface-export.md``, to join ``docs/dataset.md``) gives
+evaluator; the section "Export to NeRFace's layout" (in ``docs/dataset.md``) gives
 every convention and why.
 """
 
