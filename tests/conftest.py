@@ -3,7 +3,9 @@ small prepared dataset made from it once per test session."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,64 @@ def rotated_face_video(tmp_path_factory: pytest.TempPathFactory, face_frames: li
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def face_template(prepared_dataset: Path):
+    """(478, 3) float64 the sample subject's landmark template (head frame, metres), from the prepared dataset."""
+    from avatar4d.dataset.layout import load_dataset
+
+    return load_dataset(prepared_dataset).face_model.template.astype("float64")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` torch threads, then restore the previous number. Training on 2 cores shared with other
+    jobs is several times faster on one thread (two threads mostly wait for each other). Runs whose weights are
+    compared bit for bit use the same count, so that no reduction could be split differently."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """The test runs with one torch thread (see ``torch_threads``)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def short_train_config():
+    """The preview preset cut down to a run of about half a minute on a CPU: 60 steps at 32 then 64 px, coarser
+    grids, fewer rays and samples, two held-out checks, a checkpoint every 20 steps (for the resume test)."""
+    import dataclasses
+
+    from avatar4d.training import presets
+
+    config = presets.get("preview", iterations=60, image_size=64)
+    field = config.field
+    field = dataclasses.replace(field, canonical=dataclasses.replace(field.canonical, voxel_size_m=0.01),
+                                expression=dataclasses.replace(field.expression, voxel_size_m=0.016))
+    return dataclasses.replace(config, field=field,
+                               renderer=dataclasses.replace(config.renderer, samples_per_ray=24),
+                               loss=dataclasses.replace(config.loss, tv_samples=2048),
+                               rays_per_frame=512, evaluations=2, checkpoint_every_steps=20)
+
+
+@pytest.fixture(scope="session")
+def short_trained_avatar(tmp_path_factory: pytest.TempPathFactory, prepared_dataset: Path,
+                         short_train_config) -> Path:
+    """An avatar trained on the prepared sample clip with ``short_train_config`` (one unbroken run, one thread).
+    Tests may add files to it (evaluation) but must not change what training wrote."""
+    from avatar4d.training.trainer import train
+
+    out = tmp_path_factory.mktemp("trained") / "avatar"
+    with torch_threads(1):
+        train(prepared_dataset, out, short_train_config)
+    return out

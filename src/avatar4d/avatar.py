@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avatar4d.atomic import atomic_file, write_json_atomic
@@ -207,7 +208,7 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
         field.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")}, strict=True)
         occupancy.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("occupancy.")}, strict=True)
         frames_t = load_file(str(root / "frames.safetensors"))
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise AvatarError(f"{root}: the weights cannot be loaded ({error}); train it again") from error
     field.eval().requires_grad_(False)
     scene = cv2.imread(str(root / "scene.png"))

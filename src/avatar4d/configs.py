@@ -15,8 +15,16 @@ class ConfigKeyError(ValueError):
 
 
 def to_dict(config: Any) -> dict:
-    """A dataclass config as nested plain values (lists for tuples)."""
-    return dataclasses.asdict(config)
+    """A dataclass config as nested plain values (lists for tuples), equal to its own JSON round trip."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def from_dict(cls: type[T], data: dict, *, path: str = "") -> T:

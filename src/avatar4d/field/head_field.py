@@ -121,7 +121,8 @@ class HeadField(nn.Module):
         num_components: K, the expression code length.
         num_frames: training frames (one latent code each).
         template: (L, 3) the landmark template, for the spatial prior (ignored when the prior is off).
-        generator: seeds the initial grid features.
+        generator: seeds the initial weights (grid features and decoder); None draws the decoder's from torch's
+            global generator.
     """
 
     def __init__(self, config: HeadFieldConfig, geometry: FieldGeometry, num_components: int, num_frames: int,
@@ -144,7 +145,13 @@ class HeadField(nn.Module):
             in_features += config.expression.channels
         latent_dim = config.latent_dim if config.use_latent_code else 0
         self.latents = nn.Parameter(torch.zeros(num_frames, latent_dim))
-        self.decoder = Decoder(in_features, latent_dim, config.decoder)
+        # the decoder's layers draw their initial weights from torch's global generator: seed it from ``generator``
+        # (without disturbing the caller's global state), so that the whole field, not just its grids, is
+        # reproducible from the run's seed in any process (a killed run resumed elsewhere must match an unbroken one)
+        with torch.random.fork_rng(devices=[]):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            self.decoder = Decoder(in_features, latent_dim, config.decoder)
 
     def normalise(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame metres -> (N, 3) box coordinates in [-1, 1]."""

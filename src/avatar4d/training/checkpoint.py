@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from avatar4d.atomic import atomic_file
@@ -54,9 +54,19 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: 
 
 
 def read_checkpoint_config(path: Path) -> dict:
-    """The training configuration a checkpoint was written with."""
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata()["config"])
+    """The training configuration a checkpoint was written with.
+
+    Raises:
+        AvatarError: the file cannot be read or is not a checkpoint of this version.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, ValueError, SafetensorError) as error:
+        raise AvatarError(f"cannot read the checkpoint {path} ({error}); start without --resume") from error
+    if metadata.get("format") != "avatar4d.checkpoint" or metadata.get("version") != "1" or "config" not in metadata:
+        raise AvatarError(f"{path} is not an avatar4d checkpoint of this version")
+    return json.loads(metadata["config"])
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> TrainingState:
@@ -67,11 +77,11 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: 
     """
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
+            metadata = handle.metadata() or {}
             if metadata.get("format") != "avatar4d.checkpoint" or metadata.get("version") != "1":
                 raise AvatarError(f"{path} is not an avatar4d checkpoint of this version")
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise AvatarError(f"cannot read the checkpoint {path} ({error}); start without --resume") from error
     for name, module in modules.items():
         prefix = f"{name}."

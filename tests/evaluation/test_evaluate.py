@@ -1,0 +1,98 @@
+"""``evaluate`` on a short-trained avatar: metrics.json with per-frame and mean scores (whole image and face), the
+do-nothing baselines, and one ground truth | render | error strip per held-out frame."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from avatar4d.avatar import load_avatar
+from avatar4d.dataset.layout import load_dataset
+from avatar4d.errors import AvatarError
+from avatar4d.evaluation.evaluate import evaluate
+from avatar4d.evaluation.holdout import heldout_frames
+from avatar4d.evaluation.metrics import l1, psnr, ssim
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+KEYS = {"psnr", "ssim", "l1", "face_psnr", "face_ssim", "face_l1"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(short_trained_avatar, prepared_dataset):
+    metrics = evaluate(short_trained_avatar, prepared_dataset, lpips=False)
+    return short_trained_avatar, metrics
+
+
+def test_evaluate_writes_metrics_json_with_per_frame_and_mean_scores(evaluated, prepared_dataset):
+    root, returned = evaluated
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(returned))
+    dataset = load_dataset(prepared_dataset)
+    held = [int(i) for i in dataset.heldout_indices]
+    assert metrics["frames"] == held and metrics["resolution"] == 64
+    assert [row["frame"] for row in metrics["per_frame"]] == held
+    for row in metrics["per_frame"]:
+        assert set(row) == KEYS | {"frame"}
+        assert all(np.isfinite(row[key]) for key in KEYS)
+    assert set(metrics["mean"]) == KEYS
+    for key in KEYS:
+        assert metrics["mean"][key] == pytest.approx(np.mean([row[key] for row in metrics["per_frame"]]))
+    assert metrics["lpips"] == "not computed: not requested"
+    assert metrics["latent_code"] == "mean of the training frames'"
+    assert metrics["render_seconds_per_frame"] > 0
+
+
+def test_evaluate_reports_baselines_that_the_avatar_beats(evaluated):
+    _, metrics = evaluated
+    baselines = metrics["baselines"]
+    assert set(baselines) == {"background_plate", "scene_plate"}
+    for baseline in baselines.values():
+        assert set(baseline) == KEYS | {"what"}
+        assert metrics["mean"]["psnr"] > baseline["psnr"] + 3.0
+        assert metrics["mean"]["l1"] < baseline["l1"]
+        assert metrics["mean"]["ssim"] > baseline["ssim"]
+
+
+def test_per_frame_scores_are_the_metrics_of_the_avatars_render(evaluated, prepared_dataset):
+    root, metrics = evaluated
+    avatar = load_avatar(root)
+    frame = heldout_frames(load_dataset(prepared_dataset), 64)[0]
+    render = avatar.render(frame.camera_from_head, frame.code, size=64).rgb.reshape(64, 64, 3).clamp(0, 1)
+    row = metrics["per_frame"][0]
+    assert row["psnr"] == pytest.approx(psnr(render, frame.rgb), abs=1e-6)
+    assert row["face_psnr"] == pytest.approx(psnr(render, frame.rgb, frame.face), abs=1e-6)
+    assert row["ssim"] == pytest.approx(ssim(render, frame.rgb), abs=1e-6)
+    assert row["face_l1"] == pytest.approx(l1(render, frame.rgb, frame.face), abs=1e-6)
+
+
+def test_evaluate_writes_one_strip_per_held_out_frame(evaluated):
+    root, metrics = evaluated
+    strips = sorted((root / "evaluation").glob("*.png"))
+    assert [p.name for p in strips] == [f"heldout_{i:06d}.png" for i in metrics["frames"]]
+    for path in strips:
+        image = cv2.imread(str(path))
+        assert image.shape == (64, 3 * 64, 3)
+    # the left third is the ground truth
+    frame = heldout_frames(load_dataset(metrics["dataset"]), 64)[-1]
+    left = cv2.cvtColor(cv2.imread(str(strips[-1])), cv2.COLOR_BGR2RGB)[:, :64]
+    truth = (frame.rgb.numpy() * 255).round().astype(np.uint8)
+    assert np.abs(left[20:].astype(int) - truth[20:]).max() <= 1  # below the label
+
+
+def test_evaluate_at_another_size(tmp_path, short_trained_avatar, prepared_dataset):
+    import shutil
+
+    copy = tmp_path / "avatar"
+    shutil.copytree(short_trained_avatar, copy)
+    metrics = evaluate(copy, prepared_dataset, size=48, lpips=False)
+    assert metrics["resolution"] == 48
+    assert cv2.imread(str(next((copy / "evaluation").glob("*.png")))).shape == (48, 144, 3)
+
+
+def test_evaluate_without_its_dataset_is_refused(tmp_path, short_trained_avatar):
+    with pytest.raises(AvatarError, match="is not at"):
+        evaluate(short_trained_avatar, tmp_path / "missing", lpips=False)

@@ -1,0 +1,134 @@
+"""Image metrics on real frames: SSIM against pytorch-msssim and scikit-image (whole image and masked), PSNR and L1
+against their formulas, and the mask's bounding box."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import pytorch_msssim
+import torch
+from skimage.metrics import structural_similarity
+
+from avatar4d.evaluation.metrics import l1, mask_bbox, psnr, ssim, ssim_map
+
+
+# small convolutions on 2 shared cores run several times faster on one thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def frames(prepared_dataset):
+    """Real frames of the prepared clip (256 px), float64 in [0, 1], and their face masks."""
+    from avatar4d.dataset.layout import load_dataset
+
+    dataset = load_dataset(prepared_dataset)
+    chosen = [0, 30, 60]
+    images = [torch.from_numpy(dataset.load_frame(i).astype(np.float64) / 255.0) for i in chosen]
+    faces = [torch.from_numpy(dataset.load_face_mask(i) > 127) for i in chosen]
+    return images, faces
+
+
+def noisy(image: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (image + sigma * torch.randn(image.shape, generator=gen, dtype=image.dtype)).clamp(0, 1)
+
+
+def pairs(frames):
+    images, _ = frames
+    return [(images[0], noisy(images[0], 0.02, 1)), (images[1], noisy(images[1], 0.15, 2)), (images[0], images[2]),
+            (images[2], images[2])]
+
+
+def test_ssim_equals_pytorch_msssim(frames):
+    # pytorch-msssim builds its Gaussian window in float32 even for float64 images (about 2e-6 off in SSIM); given
+    # the same window in float64 it agrees to rounding
+    coords = torch.arange(11, dtype=torch.float64) - 5
+    window = torch.exp(-(coords**2) / (2 * 1.5**2))
+    window = (window / window.sum()).view(1, 1, 11).repeat(3, 1, 1, 1)
+    for image, target in pairs(frames):
+        x, y = image.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None]
+        assert ssim(image, target) == pytest.approx(float(pytorch_msssim.ssim(x, y, data_range=1.0)), abs=2e-5)
+        assert ssim(image, target) == pytest.approx(float(pytorch_msssim.ssim(x, y, data_range=1.0, win=window)),
+                                                    abs=1e-12)
+
+
+def test_ssim_equals_scikit_image(frames):
+    for image, target in pairs(frames):
+        expected = structural_similarity(image.numpy(), target.numpy(), gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+        assert ssim(image, target) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ssim_of_identical_images_is_one_and_falls_with_noise(frames):
+    image = frames[0][0]
+    assert ssim(image, image) == pytest.approx(1.0, abs=1e-12)
+    values = [ssim(noisy(image, sigma, 3), image) for sigma in (0.01, 0.05, 0.2)]
+    assert values[0] > values[1] > values[2]
+
+
+def test_masked_ssim_averages_the_scikit_image_map_over_window_centres_in_the_mask(frames):
+    images, faces = frames
+    image, target, face = images[1], noisy(images[1], 0.05, 4), faces[1]
+    _, full = structural_similarity(image.numpy(), target.numpy(), gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, data_range=1.0, channel_axis=-1, full=True)
+    local = full.mean(-1)
+    inner = np.zeros(face.shape, bool)
+    inner[5:-5, 5:-5] = True  # centres of windows that lie entirely in the image
+    expected = local[face.numpy() & inner].mean()
+    assert 1000 < (face.numpy() & inner).sum() < face.numel() / 2
+    assert ssim(image, target, face) == pytest.approx(expected, abs=1e-6)
+    assert ssim_map(image, target).shape == (246, 246)
+    nothing = torch.zeros_like(face)
+    nothing[:4] = True  # only the border: no full window is centred there
+    assert math.isnan(ssim(image, target, nothing))
+
+
+def test_psnr_and_l1_equal_their_formulas_with_and_without_a_mask(frames):
+    images, faces = frames
+    for (image, target), face in zip(pairs(frames)[:3], faces):
+        a, b, m = image.numpy(), target.numpy(), face.numpy()
+        assert psnr(image, target) == pytest.approx(10 * math.log10(1.0 / ((a - b) ** 2).mean()), rel=1e-9)
+        assert psnr(image, target, face) == pytest.approx(10 * math.log10(1.0 / ((a - b) ** 2)[m].mean()), rel=1e-9)
+        assert l1(image, target) == pytest.approx(np.abs(a - b).mean(), rel=1e-9)
+        assert l1(image, target, face) == pytest.approx(np.abs(a - b)[m].mean(), rel=1e-9)
+    assert psnr(images[0], images[0]) == float("inf")
+
+
+def test_psnr_of_a_known_error():
+    target = torch.zeros(8, 8, 3)
+    assert psnr(torch.full((8, 8, 3), 0.1), target) == pytest.approx(20.0, abs=1e-5)
+    image = torch.zeros(8, 8, 3)
+    image[:4] = 0.5  # error only in the top half
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[4:] = True
+    assert psnr(image, target, mask) == float("inf")
+    assert l1(image, target, ~mask) == pytest.approx(0.5)
+
+
+def test_metrics_name_the_argument_of_the_wrong_shape():
+    good = torch.zeros(16, 16, 3)
+    with pytest.raises(ValueError, match="image must be"):
+        psnr(torch.zeros(16, 16), good)
+    with pytest.raises(ValueError, match="target must be"):
+        ssim(good, torch.zeros(3, 16, 16))
+
+
+def mask_bbox_reference(mask: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 0, mask.shape[0], 0, mask.shape[1]
+    return (max(0, ys.min() - margin), min(mask.shape[0], ys.max() + 1 + margin),
+            max(0, xs.min() - margin), min(mask.shape[1], xs.max() + 1 + margin))
+
+
+def test_mask_bbox_on_real_face_masks_and_at_the_borders(frames):
+    _, faces = frames
+    for face in faces:
+        for margin in (0, 4, 300):
+            assert mask_bbox(face, margin) == mask_bbox_reference(face.numpy(), margin)
+    corner = torch.zeros(20, 30, dtype=torch.bool)
+    corner[0, 29] = True
+    assert mask_bbox(corner, 2) == (0, 3, 27, 30)
+    assert mask_bbox(torch.zeros(20, 30, dtype=torch.bool)) == (0, 20, 0, 30)

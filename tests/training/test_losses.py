@@ -1,0 +1,58 @@
+"""Training losses: PSNR against its formula, and the total as the weighted sum of the terms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from avatar4d.training.losses import LossConfig, psnr_from_mse, training_loss
+
+
+@pytest.mark.parametrize("mse", [1.0, 0.1, 0.01, 2.5e-4, 1e-9])
+def test_psnr_from_mse_is_minus_ten_log10(mse):
+    assert psnr_from_mse(mse) == pytest.approx(-10 * math.log10(mse), rel=1e-6)
+    assert psnr_from_mse(torch.tensor(mse, requires_grad=True)) == pytest.approx(-10 * math.log10(mse), rel=1e-6)
+
+
+def test_psnr_of_a_perfect_match_is_infinite():
+    assert psnr_from_mse(0.0) == float("inf")
+    assert psnr_from_mse(torch.tensor(0.0)) == float("inf")
+
+
+def test_psnr_from_the_mean_squared_error_of_real_images():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(16, 16, 3, generator=gen)
+    image = (target + 0.05 * torch.randn(16, 16, 3, generator=gen)).clamp(0, 1)
+    mse = float(((image - target) ** 2).mean())
+    assert psnr_from_mse(((image - target) ** 2).mean()) == pytest.approx(10 * math.log10(1 / mse), rel=1e-6)
+
+
+def test_training_loss_is_the_weighted_sum_of_its_terms():
+    gen = torch.Generator().manual_seed(1)
+    rgb, target = torch.rand(50, 3, generator=gen), torch.rand(50, 3, generator=gen)
+    opacity, target_opacity = torch.rand(50, generator=gen), torch.rand(50, generator=gen)
+    tv = (torch.tensor(0.7), torch.tensor(0.2))
+    latents = torch.randn(4, 8, generator=gen)
+    config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002)
+    terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config)
+    rgb_mse = float(((rgb - target) ** 2).mean())
+    mask = float(((opacity - target_opacity) ** 2).mean())
+    latent = float((latents ** 2).sum(1).mean())
+    assert float(terms.rgb) == pytest.approx(rgb_mse)
+    assert float(terms.mask) == pytest.approx(mask)
+    assert float(terms.tv) == pytest.approx(0.01 * 0.7 + 0.05 * 0.2)
+    assert float(terms.latent) == pytest.approx(latent)
+    assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent)
+    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent"}
+
+
+def test_training_loss_without_latent_codes_has_a_zero_latent_term():
+    rgb = torch.rand(5, 3)
+    terms = training_loss(rgb, rgb, torch.ones(5), torch.ones(5), (torch.tensor(0.0), torch.tensor(0.0)), None,
+                          LossConfig())
+    assert float(terms.latent) == 0.0 and float(terms.total) == 0.0
+    empty = training_loss(rgb, rgb, torch.ones(5), torch.ones(5), (torch.tensor(0.0), torch.tensor(0.0)),
+                          torch.zeros(2, 0), LossConfig())
+    assert float(empty.latent) == 0.0
