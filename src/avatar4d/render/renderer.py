@@ -26,6 +26,9 @@ class RendererConfig:
     """Evaluate the field only in cells the occupancy grid marks as occupied."""
     chunk_rays: int = 16384
     """Rays per batch when rendering whole images."""
+    min_transmittance: float = 1e-3
+    """When gradients are needed (training), a cheap no-gradient density pass first finds the samples behind the
+    visible surface (light reaching them below this fraction) and the full pass skips them (0 = off)."""
 
 
 @dataclass
@@ -64,6 +67,9 @@ def render_rays(field: HeadField, origins: Tensor, directions: Tensor, frame_ids
     if occupancy is not None and config.skip_empty_space:
         keep = keep & occupancy.query(points.reshape(-1, 3)).view(count, samples)
     index = keep.reshape(-1).nonzero().squeeze(1)
+    if config.min_transmittance > 0 and torch.is_grad_enabled() and index.numel():
+        index = _visible_samples(field, points, directions, frame_ids, frames, deltas, index,
+                                 config.min_transmittance)
     density = points.new_zeros(count * samples)
     color = points.new_zeros(count * samples, 3)
     if index.numel():
@@ -75,6 +81,22 @@ def render_rays(field: HeadField, origins: Tensor, directions: Tensor, frame_ids
     result: Composite = composite(density.view(count, samples), color.view(count, samples, 3), deltas, distances)
     return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
                         samples_evaluated=int(index.numel()))
+
+
+@torch.no_grad()
+def _visible_samples(field: HeadField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: PreparedFrames,
+                     deltas: Tensor, index: Tensor, min_transmittance: float) -> Tensor:
+    """The subset of sample indices that light still reaches (transmittance before them above the threshold)."""
+    count, samples = deltas.shape
+    ray_of = torch.div(index, samples, rounding_mode="floor")
+    prepared = PreparedFrames(mixed=frames.mixed.detach() if frames.mixed is not None else None,
+                              frame_bias=frames.frame_bias.detach() if frames.frame_bias is not None else None)
+    density = points.new_zeros(count * samples).index_copy(
+        0, index, field.density(points.reshape(-1, 3)[index], frame_ids[ray_of], prepared))
+    optical = density.view(count, samples) * deltas
+    before = torch.cumsum(optical, 1) - optical  # optical depth in front of each sample
+    visible = (torch.exp(-before) > min_transmittance).reshape(-1)
+    return index[visible[index]]
 
 
 @torch.no_grad()
