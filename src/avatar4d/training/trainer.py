@@ -74,6 +74,11 @@ class TrainConfig:
     """Also checkpoint every this many steps (0: only by time)."""
     evaluations: int = 8
     """Held-out checks (PSNR on a few held-out frames, preview render) spread over the run."""
+    probe_every_s: float = 0.0
+    """Also check the held-out frames every this many seconds of training (0: off); for quality-versus-time
+    curves. Checks never touch the training's random state, and their time is not counted as training time."""
+    time_limit_s: float = 0.0
+    """Stop once training has run this long (0: run every iteration of the schedule)."""
     heldout_probe_frames: int = 4
 
 
@@ -231,10 +236,17 @@ def _train_loop(run: Run, work_dir: Path) -> None:
     last_checkpoint = time.perf_counter()
     mask_weight = config.loss.mask if config.use_background else 0.0
     loss_config = dataclasses.replace(config.loss, mask=mask_weight)
+    next_probe = (math.floor(run.state.elapsed_s / config.probe_every_s) + 1) * config.probe_every_s \
+        if config.probe_every_s > 0 else math.inf
     step_started = time.perf_counter()
     with Progress("train", total, "it") as progress:
         progress.update(run.state.step)
         while run.state.step < total:
+            if config.time_limit_s > 0 and run.state.elapsed_s >= config.time_limit_s:
+                run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
+                                      "stopped": f"time limit of {config.time_limit_s:g} s"})
+                note(f"stopping at the time limit after {run.state.step} of {total} steps")
+                break
             step = run.state.step
             size = resolution_at(step, config.schedule)
             images = run.images[size]
@@ -269,11 +281,14 @@ def _train_loop(run: Run, work_dir: Path) -> None:
                                       "resolution": size, "lr_factor": factor, "psnr": psnr,
                                       "samples_per_ray": output.samples_evaluated / batch.num_rays,
                                       "occupied": run.occupancy.occupied_fraction, **terms.as_floats()})
-            if run.state.step in evaluation_steps:
-                heldout = _probe_heldout(run, work_dir)
+            preview = run.state.step in evaluation_steps
+            if preview or run.state.elapsed_s >= next_probe:
+                heldout = _probe_heldout(run, work_dir if preview else None)
                 run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
-                                      "heldout_psnr": heldout})
-                progress.set(loss=terms.as_floats()["total"], psnr=psnr, heldout=heldout, res=size)
+                                      **{f"heldout_{k}": v for k, v in heldout.items()}})
+                progress.set(loss=terms.as_floats()["total"], psnr=psnr, heldout=heldout["psnr"], res=size)
+                while next_probe <= run.state.elapsed_s:
+                    next_probe += config.probe_every_s
             due = (now - last_checkpoint >= config.checkpoint_every_s
                    or (config.checkpoint_every_steps and run.state.step % config.checkpoint_every_steps == 0))
             if due and run.state.step < total:
@@ -316,27 +331,32 @@ def _finalise_occupancy(run: Run) -> None:
 
 
 @torch.no_grad()
-def _probe_heldout(run: Run, work_dir: Path) -> float:
-    """Mean PSNR over the probe's held-out frames (mean latent code), and a preview strip."""
+def _probe_heldout(run: Run, work_dir: Path | None) -> dict[str, float]:
+    """Mean PSNR, SSIM and L1 over the probe's held-out frames (mean latent code); a preview strip into
+    ``work_dir/previews`` when given."""
     import cv2
+
+    from avatar4d.evaluation.metrics import l1, psnr, ssim
 
     size = run.config.schedule.resolutions[-1]
     images = run.images[size]
     latent = run.field.mean_latent() if run.config.field.use_latent_code else None
     background = _background(run, images.background).reshape(size, size, 3)
-    values = []
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": []}
     strips = []
     for i in range(len(run.probe.indices)):
         output = render_image(run.field, images.camera, run.probe.poses[i], run.probe.codes[i], latent, background,
                               run.config.renderer, run.occupancy)
         render = output.rgb.reshape(size, size, 3).clamp(0, 1).cpu()
-        values.append(psnr_from_mse(torch.mean((render - run.probe.rgb[i]) ** 2)))
+        for name, metric in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
+            scores[name].append(metric(render, run.probe.rgb[i]))
         strips.append(torch.cat([run.probe.rgb[i], render], 1))
-    previews = work_dir / "previews"
-    previews.mkdir(exist_ok=True)
-    strip = (torch.cat(strips, 0).numpy() * 255).round().astype(np.uint8)
-    cv2.imwrite(str(previews / f"step_{run.state.step:06d}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-    return float(np.mean(values))
+    if work_dir is not None:
+        previews = work_dir / "previews"
+        previews.mkdir(exist_ok=True)
+        strip = (torch.cat(strips, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(previews / f"step_{run.state.step:06d}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def _scene_plate(run: Run) -> np.ndarray:
