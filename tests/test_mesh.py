@@ -1,0 +1,425 @@
+"""Tests for src/avatar4d/mesh.py: the rasteriser against point-in-triangle and nearest-depth loops, the surface
+extraction on analytic densities, and ``export_mesh`` on a briefly trained avatar (files, scale, orientation,
+colours, preview, bad input)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import trimesh
+from safetensors.torch import load_file, save_file
+
+from avatar4d.avatar import load_avatar
+from avatar4d.errors import AvatarError, ControlError, OutputError
+from avatar4d.mesh import (
+    BACKGROUND,
+    MESH_SUFFIXES,
+    EmptySurfaceError,
+    MeshResult,
+    choose_level,
+    export_mesh,
+    extract_surface,
+    grid_shape,
+    iso_level,
+    largest_component,
+    preview_views,
+    rasterize,
+)
+
+# ------------------------------------------------------------------------------------------ rasteriser vs loops
+
+
+def point_in_triangle(p, a, b, c) -> bool:
+    """Same side of all three edges (either winding), as on paper."""
+    def cross(o, u, v):
+        return (u[0] - o[0]) * (v[1] - o[1]) - (u[1] - o[1]) * (v[0] - o[0])
+    d1, d2, d3 = cross(a, b, p), cross(b, c, p), cross(c, a, p)
+    return (d1 >= 0 and d2 >= 0 and d3 >= 0) or (d1 <= 0 and d2 <= 0 and d3 <= 0)
+
+
+def plane_depth(p, a, b, c, za, zb, zc) -> float:
+    """Depth of the triangle's plane at pixel point p, by solving for the barycentric weights."""
+    matrix = np.array([[a[0], b[0], c[0]], [a[1], b[1], c[1]], [1.0, 1.0, 1.0]])
+    weights = np.linalg.solve(matrix, np.array([p[0], p[1], 1.0]))
+    return float(weights @ np.array([za, zb, zc]))
+
+
+def nearest_by_loop(xy, depth, faces, height, width):
+    """(H, W) index of the nearest covering triangle (-1 none), one pixel and one triangle at a time."""
+    out = np.full((height, width), -1)
+    best = np.full((height, width), np.inf)
+    for i in range(height):
+        for j in range(width):
+            p = (j + 0.5, i + 0.5)
+            for t, (ia, ib, ic) in enumerate(faces):
+                if point_in_triangle(p, xy[ia], xy[ib], xy[ic]):
+                    z = plane_depth(p, xy[ia], xy[ib], xy[ic], depth[ia], depth[ib], depth[ic])
+                    if z < best[i, j]:
+                        best[i, j], out[i, j] = z, t
+    return out, best
+
+
+@pytest.mark.parametrize("winding", ["counter-clockwise", "clockwise"])
+def test_rasterize_one_triangle_covers_exactly_the_pixels_inside(winding):
+    xy = np.array([[3.3, 2.7], [37.9, 9.2], [12.4, 26.1]])
+    if winding == "clockwise":
+        xy = xy[[0, 2, 1]]
+    depth = np.array([1.0, 2.0, 3.0])
+    raster = rasterize(xy, depth, np.array([[0, 1, 2]]), 30, 40)
+    expected, expected_depth = nearest_by_loop(xy, depth, [(0, 1, 2)], 30, 40)
+    assert expected.max() == 0 and (expected == 0).sum() > 100
+    np.testing.assert_array_equal(raster.face, expected)
+    inside = raster.face == 0
+    np.testing.assert_allclose(raster.depth[inside], expected_depth[inside])
+    assert np.all(np.isinf(raster.depth[~inside]))
+    # barycentric weights reproduce each pixel centre
+    rows, cols = np.nonzero(inside)
+    centres = raster.barycentric[rows, cols] @ xy
+    np.testing.assert_allclose(centres, np.stack([cols + 0.5, rows + 0.5], 1), atol=1e-9)
+
+
+def test_rasterize_triangle_larger_than_the_image_is_clipped():
+    xy = np.array([[-50.0, -40.0], [90.0, -20.0], [10.0, 80.0]])
+    raster = rasterize(xy, np.zeros(3), np.array([[0, 1, 2]]), 16, 20)
+    expected, _ = nearest_by_loop(xy, np.zeros(3), [(0, 1, 2)], 16, 20)
+    np.testing.assert_array_equal(raster.face, expected)
+
+
+def test_rasterize_z_buffer_keeps_the_nearer_of_two_overlapping_triangles():
+    # two triangles covering the same region, their depth planes crossing in the middle
+    xy = np.array([[2.2, 2.1], [30.7, 3.3], [15.1, 27.6], [1.6, 24.9], [31.4, 25.3], [16.3, 1.2]])
+    depth = np.array([1.0, 1.0, 5.0, 4.0, 4.0, 0.5])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    raster = rasterize(xy, depth, faces, 30, 34)
+    expected, expected_depth = nearest_by_loop(xy, depth, faces.tolist(), 30, 34)
+    assert (expected == 0).sum() > 20 and (expected == 1).sum() > 20
+    np.testing.assert_array_equal(raster.face, expected)
+    covered = expected >= 0
+    np.testing.assert_allclose(raster.depth[covered], expected_depth[covered])
+    # the order of the triangles does not matter
+    swapped = rasterize(xy, depth, faces[::-1], 30, 34)
+    np.testing.assert_array_equal(np.where(swapped.face >= 0, 1 - swapped.face, -1), expected)
+
+
+def test_rasterize_degenerate_and_offscreen_triangles_draw_nothing():
+    xy = np.array([[1.0, 1.0], [5.0, 5.0], [9.0, 9.0], [-9.0, -9.0], [-5.0, -9.0], [-7.0, -3.0]])
+    raster = rasterize(xy, np.zeros(6), np.array([[0, 1, 2], [3, 4, 5]]), 12, 12)
+    assert np.all(raster.face == -1)
+
+
+# ------------------------------------------------------------------------------------ surface on analytic fields
+
+
+def test_iso_level_gives_half_opacity_over_one_voxel():
+    voxel = 0.005
+    assert 1.0 - math.exp(-iso_level(voxel) * voxel) == pytest.approx(0.5)
+
+
+def test_grid_shape_puts_resolution_on_the_longest_side_and_keeps_cells_near_cubic():
+    extent = np.array([0.3, 0.45, 0.27])
+    shape = grid_shape(extent, 160)
+    assert shape[1] == 160
+    spacing = extent / (np.array(shape) - 1)
+    assert spacing.max() / spacing.min() < 1.02
+
+
+def _ball_density(box_min, box_max, shape, center, radius, sharpness=200.0):
+    axes = [np.linspace(a, b, n) for a, b, n in zip(box_min, box_max, shape)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    distance = np.linalg.norm(grid - np.asarray(center), axis=-1)
+    return (1000.0 / (1.0 + np.exp(sharpness * (distance - radius)))).astype(np.float32)
+
+
+def test_extract_surface_of_a_ball_is_closed_outward_and_the_right_size():
+    box_min, box_max = np.array([-0.1, -0.1, -0.1]), np.array([0.1, 0.1, 0.1])
+    shape = grid_shape(box_max - box_min, 64)
+    density = _ball_density(box_min, box_max, shape, (0.01, -0.02, 0.0), 0.06)
+    vertices, faces = extract_surface(density, 500.0, box_min, box_max)  # 500 = half the peak: radius 0.06
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * 0.06 ** 3, rel=0.03)  # positive: normals point out
+    radii = np.linalg.norm(vertices - np.array([0.01, -0.02, 0.0]), axis=1)
+    assert np.abs(radii - 0.06).max() < 0.002
+
+
+def test_extract_surface_caps_density_cut_by_the_box_and_keeps_vertices_inside():
+    box_min, box_max = np.array([-0.1, -0.1, -0.1]), np.array([0.1, 0.1, 0.1])
+    shape = grid_shape(box_max - box_min, 48)
+    density = _ball_density(box_min, box_max, shape, (0.0, -0.08, 0.0), 0.06)  # sticks out of the bottom face
+    vertices, faces = extract_surface(density, 500.0, box_min, box_max)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert np.all(vertices >= box_min) and np.all(vertices <= box_max)
+    assert np.isclose(vertices[:, 1], -0.1).sum() > 20  # the flat cap on the box face
+
+
+def test_largest_component_drops_a_floater():
+    box_min, box_max = np.array([-0.1, -0.1, -0.1]), np.array([0.1, 0.1, 0.1])
+    shape = grid_shape(box_max - box_min, 64)
+    density = np.maximum(_ball_density(box_min, box_max, shape, (0.0, 0.0, 0.0), 0.05),
+                         _ball_density(box_min, box_max, shape, (0.08, 0.08, 0.08), 0.01))
+    vertices, faces = extract_surface(density, 500.0, box_min, box_max)
+    kept_vertices, kept_faces, dropped = largest_component(vertices, faces)
+    assert dropped == 1
+    assert np.linalg.norm(kept_vertices, axis=1).max() < 0.052
+    assert kept_faces.max() == kept_vertices.shape[0] - 1
+    assert trimesh.Trimesh(kept_vertices, kept_faces, process=False).is_watertight
+
+
+def test_choose_level_keeps_the_voxel_level_for_a_crisp_surface():
+    box_min, box_max = np.array([-0.1, -0.1, -0.1]), np.array([0.1, 0.1, 0.1])
+    shape = grid_shape(box_max - box_min, 64)
+    density = _ball_density(box_min, box_max, shape, (0.0, 0.0, 0.0), 0.06, sharpness=2000.0)
+    choice = choose_level(density, 0.2 / 63, iso_level(0.005))
+    assert choice.level == choice.voxel_level == iso_level(0.005)
+    assert choice.agreement > 0.9
+
+
+def test_choose_level_lowers_the_level_for_a_soft_field_until_it_covers_what_renders_opaque():
+    box_min, box_max = np.array([-0.1, -0.1, -0.1]), np.array([0.1, 0.1, 0.1])
+    shape = grid_shape(box_max - box_min, 64)
+    density = _ball_density(box_min, box_max, shape, (0.0, 0.0, 0.0), 0.06) * 0.03  # 30 per metre: a fog ball
+    choice = choose_level(density, 0.2 / 63, iso_level(0.005))
+    assert choice.level < 30.0 < choice.voxel_level
+    assert choice.agreement > 0.8
+
+
+def test_choose_level_of_a_field_that_renders_nothing_keeps_the_voxel_level():
+    density = np.full((16, 16, 16), 0.135, dtype=np.float32)
+    choice = choose_level(density, 0.01, iso_level(0.005))
+    assert choice.level == iso_level(0.005) and choice.agreement == 0.0
+
+
+def test_extract_surface_of_an_empty_field_says_so():
+    density = np.full((8, 8, 8), 0.135, dtype=np.float32)  # exp(-2): the untrained decoder's density
+    with pytest.raises(EmptySurfaceError, match="never crosses"):
+        extract_surface(density, 138.6, np.zeros(3), np.ones(3))
+
+
+# -------------------------------------------------------------------------------------- export_mesh on an avatar
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module: on 2 cores shared with other jobs, training and density sampling run
+    several times faster on one thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mesh_avatar(prepared_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample clip's avatar after 200 steps of a cut-down preview preset (1 cm canonical voxels, 512 rays per
+    frame, 24 samples per ray): about 45 s on one thread, soft but head-shaped. (The full preview preset at 150 steps
+    took 4 to 14 minutes on a shared 2-core machine.)"""
+    from avatar4d.training import presets
+    from avatar4d.training.trainer import train
+
+    config = presets.get("preview", iterations=200, image_size=64)
+    field = dataclasses.replace(
+        config.field, canonical=dataclasses.replace(config.field.canonical, voxel_size_m=0.01),
+        expression=dataclasses.replace(config.field.expression, voxel_size_m=0.016))
+    config = dataclasses.replace(config, field=field, renderer=dataclasses.replace(config.renderer, samples_per_ray=24),
+                                 loss=dataclasses.replace(config.loss, tv_samples=2048), rays_per_frame=512,
+                                 evaluations=1)
+    return train(prepared_dataset, tmp_path_factory.mktemp("mesh") / "avatar", config)
+
+
+@pytest.fixture(scope="module")
+def neutral_mesh(mesh_avatar: Path, tmp_path_factory: pytest.TempPathFactory) -> MeshResult:
+    return export_mesh(mesh_avatar, tmp_path_factory.mktemp("mesh_out") / "head.ply", resolution=128)
+
+
+def test_export_mesh_writes_a_ply_that_trimesh_loads(neutral_mesh: MeshResult):
+    assert neutral_mesh.mesh.exists() and neutral_mesh.preview.exists()
+    assert neutral_mesh.preview.name == "head_preview.png"
+    mesh = trimesh.load(neutral_mesh.mesh, process=False)
+    assert len(mesh.vertices) == neutral_mesh.num_vertices > 1000
+    assert len(mesh.faces) == neutral_mesh.num_faces > 2000
+    np.testing.assert_allclose(mesh.vertices.min(0), neutral_mesh.bounds_min, atol=1e-6)
+    np.testing.assert_allclose(mesh.vertices.max(0), neutral_mesh.bounds_max, atol=1e-6)
+    assert mesh.is_watertight == neutral_mesh.watertight
+    assert not list(neutral_mesh.mesh.parent.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_export_mesh_is_inside_the_head_box_at_head_scale(neutral_mesh: MeshResult, mesh_avatar: Path):
+    avatar = load_avatar(mesh_avatar)
+    box_min, box_max = avatar.field.box_min.numpy(), avatar.field.box_max.numpy()
+    vertices = trimesh.load(neutral_mesh.mesh, process=False).vertices
+    assert np.all(vertices >= box_min - 1e-6) and np.all(vertices <= box_max + 1e-6)
+    size = np.array(neutral_mesh.size_m)
+    assert np.all((size > 0.08) & (size < 0.45)), size  # the template's eye distance is 6.3 cm
+    template = avatar.face_model.template
+    within = np.all((template[:, :2] >= np.array(neutral_mesh.bounds_min)[:2] - 0.005)
+                    & (template[:, :2] <= np.array(neutral_mesh.bounds_max)[:2] + 0.005), axis=1)
+    assert within.mean() > 0.9
+
+
+def test_export_mesh_faces_point_outwards(neutral_mesh: MeshResult, mesh_avatar: Path):
+    mesh = trimesh.load(neutral_mesh.mesh, process=False)
+    assert mesh.volume > 0  # a closed surface whose normals point inwards has a negative signed volume
+    # normals point from dense to empty: the density is lower 1 mm out along a vertex's normal than 1 mm in
+    avatar = load_avatar(mesh_avatar)
+    field = avatar.field
+    frames = field.prepare(torch.zeros(1, field.num_components), field.mean_latent()[None])
+    box_min, box_max = field.box_min.numpy(), field.box_max.numpy()
+    vertices, normals = mesh.vertices, mesh.vertex_normals
+    interior = np.all((vertices > box_min + 0.003) & (vertices < box_max - 0.003), axis=1)  # not on the caps
+
+    def density(points):
+        points = torch.from_numpy(points.astype(np.float32))
+        with torch.no_grad():
+            return field.density(points, torch.zeros(len(points), dtype=torch.long), frames).numpy()
+
+    outside = density(vertices[interior] + 0.001 * normals[interior])
+    inside = density(vertices[interior] - 0.001 * normals[interior])
+    assert (outside < inside).mean() > 0.9
+    # seen from the front, the nearest surface along every ray faces the viewer (+z)
+    view = preview_views(vertices, 256)[0]
+    xy, depth = view.project(vertices)
+    visible = rasterize(xy, depth, mesh.faces, 256, 256).face
+    assert (mesh.face_normals[visible[visible >= 0], 2] > 0).mean() > 0.95
+
+
+def test_export_mesh_vertex_colours_vary(neutral_mesh: MeshResult):
+    colors = trimesh.load(neutral_mesh.mesh, process=False).visual.vertex_colors[:, :3]
+    assert colors.dtype == np.uint8 and len(colors) == neutral_mesh.num_vertices
+    assert len(np.unique(colors, axis=0)) > 50 and colors.astype(float).std(0).min() > 3
+
+
+def test_export_mesh_preview_shows_the_head_where_it_projects(neutral_mesh: MeshResult, mesh_avatar: Path):
+    image = cv2.cvtColor(cv2.imread(str(neutral_mesh.preview)), cv2.COLOR_BGR2RGB)
+    size = image.shape[0]
+    assert image.shape == (size, 2 * size, 3)
+    background = np.round(np.array(BACKGROUND) * 255).astype(np.uint8)
+    silhouette = np.any(image != background, axis=-1)
+    front = silhouette[:, :size]
+    assert 0.1 < front.mean() < 0.9 and 0.1 < silhouette[:, size:].mean() < 0.9
+    assert not silhouette[[0, 0, -1, -1], [0, -1, 0, -1]].any()  # corners are backdrop
+    assert image[silhouette].std() > 5  # shaded, not flat
+    # the subject's face landmarks fall on the front view's silhouette, and the silhouette spans the mesh
+    vertices = trimesh.load(neutral_mesh.mesh, process=False).vertices
+    front_view = preview_views(vertices, size)[0]
+    template = load_avatar(mesh_avatar).face_model.template
+    pixels, _ = front_view.project(template)
+    cols, rows = np.clip(pixels.astype(int), 0, size - 1).T
+    assert front[rows, cols].mean() > 0.9
+    mesh_pixels, _ = front_view.project(vertices)
+    rows_seen, cols_seen = np.nonzero(front)
+    assert abs(cols_seen.min() - mesh_pixels[:, 0].min()) < 3 and abs(cols_seen.max() - mesh_pixels[:, 0].max()) < 3
+    assert abs(rows_seen.min() - mesh_pixels[:, 1].min()) < 3 and abs(rows_seen.max() - mesh_pixels[:, 1].max()) < 3
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".glb"])
+def test_export_mesh_other_formats_keep_vertex_colours(mesh_avatar: Path, tmp_path: Path, suffix: str):
+    result = export_mesh(mesh_avatar, tmp_path / f"head{suffix}", resolution=48)
+    mesh = trimesh.load(result.mesh, force="mesh", process=False)
+    assert len(mesh.vertices) == result.num_vertices and len(mesh.faces) == result.num_faces
+    colors = np.asarray(mesh.visual.vertex_colors)[:, :3]
+    assert len(np.unique(colors, axis=0)) > 10
+    assert (tmp_path / "head_preview.png").exists()
+
+
+def test_export_mesh_at_an_expression_code(mesh_avatar: Path, tmp_path: Path):
+    avatar = load_avatar(mesh_avatar)
+    code = avatar.frames.codes[int(np.argmax(np.linalg.norm(avatar.frames.codes, axis=1)))]
+    neutral = export_mesh(mesh_avatar, tmp_path / "neutral.ply", resolution=48)
+    zeros = export_mesh(mesh_avatar, tmp_path / "zeros.ply", code=np.zeros_like(code), resolution=48)
+    expressive = export_mesh(mesh_avatar, tmp_path / "expressive.ply", code=code, resolution=48)
+    assert (zeros.num_vertices, zeros.num_faces) == (neutral.num_vertices, neutral.num_faces)
+    a = trimesh.load(neutral.mesh, process=False).vertices
+    b = trimesh.load(zeros.mesh, process=False).vertices
+    np.testing.assert_allclose(a, b)
+    assert expressive.num_vertices > 500
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+
+
+def test_export_mesh_of_a_missing_avatar_raises_avatar_error(tmp_path: Path):
+    with pytest.raises(AvatarError, match="not an avatar folder"):
+        export_mesh(tmp_path / "nowhere", tmp_path / "head.ply")
+    assert not (tmp_path / "head.ply").exists()
+
+
+def test_export_mesh_of_an_incomplete_avatar_names_the_missing_file(mesh_avatar: Path, tmp_path: Path):
+    broken = tmp_path / "avatar"
+    shutil.copytree(mesh_avatar, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(AvatarError, match="model.safetensors"):
+        export_mesh(broken, tmp_path / "head.ply")
+    assert not (tmp_path / "head.ply").exists()
+
+
+@pytest.mark.parametrize("name", ["head.stl", "head", "head.ply.txt"])
+def test_export_mesh_to_an_unknown_type_lists_the_supported_ones(mesh_avatar: Path, tmp_path: Path, name: str):
+    with pytest.raises(OutputError) as error:
+        export_mesh(mesh_avatar, tmp_path / name)
+    assert all(suffix in str(error.value) for suffix in MESH_SUFFIXES)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_mesh_into_a_missing_folder_raises_output_error(mesh_avatar: Path, tmp_path: Path):
+    with pytest.raises(OutputError, match="does not exist"):
+        export_mesh(mesh_avatar, tmp_path / "no" / "head.ply")
+
+
+@pytest.mark.parametrize("length_delta", [-1, 1])
+def test_export_mesh_with_a_code_of_the_wrong_length_names_the_expected_length(mesh_avatar: Path, tmp_path: Path,
+                                                                               length_delta: int):
+    expected = load_avatar(mesh_avatar).field.num_components
+    with pytest.raises(ControlError, match=f"must have {expected} values"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", code=np.zeros(expected + length_delta))
+    assert not (tmp_path / "head.ply").exists()
+
+
+def test_export_mesh_with_a_non_finite_code_raises_control_error(mesh_avatar: Path, tmp_path: Path):
+    expected = load_avatar(mesh_avatar).field.num_components
+    code = np.zeros(expected)
+    code[0] = np.nan
+    with pytest.raises(ControlError, match="not finite"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", code=code)
+
+
+def test_export_mesh_of_an_empty_field_says_there_is_no_surface(mesh_avatar: Path, tmp_path: Path):
+    empty = tmp_path / "avatar"
+    shutil.copytree(mesh_avatar, empty)
+    tensors = load_file(str(empty / "model.safetensors"))
+    tensors["field.decoder.density.weight"] = torch.zeros_like(tensors["field.decoder.density.weight"])
+    tensors["field.decoder.density.bias"] = torch.full_like(tensors["field.decoder.density.bias"], -2.0)
+    save_file(tensors, str(empty / "model.safetensors"), metadata={"format": "avatar4d.avatar", "version": "1"})
+    with pytest.raises(EmptySurfaceError, match="never crosses") as error:
+        export_mesh(empty, tmp_path / "head.ply", resolution=32)
+    assert "empty" in str(error.value)
+    assert not (tmp_path / "head.ply").exists() and not (tmp_path / "head_preview.png").exists()
+
+
+def test_export_mesh_with_a_level_above_every_density_says_there_is_no_surface(mesh_avatar: Path, tmp_path: Path):
+    with pytest.raises(EmptySurfaceError, match="never crosses"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", resolution=32, level=1e30)
+
+
+def test_export_mesh_with_a_tiny_resolution_raises_control_error(mesh_avatar: Path, tmp_path: Path):
+    with pytest.raises(ControlError, match="resolution"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", resolution=4)
+
+
+@pytest.mark.parametrize("level", [0.0, -5.0, float("nan")])
+def test_export_mesh_with_a_level_that_is_not_a_positive_density_raises_control_error(mesh_avatar: Path,
+                                                                                     tmp_path: Path, level: float):
+    with pytest.raises(ControlError, match="iso level"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", level=level)
+
+
+def test_export_mesh_with_an_explicit_level_uses_it(mesh_avatar: Path, tmp_path: Path, neutral_mesh: MeshResult):
+    result = export_mesh(mesh_avatar, tmp_path / "head.ply", resolution=48, level=2 * neutral_mesh.level)
+    assert result.level == 2 * neutral_mesh.level and result.voxel_level == neutral_mesh.voxel_level
