@@ -1,0 +1,136 @@
+"""Benchmark records -> Markdown tables, quality-versus-time curves, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+BUDGET_MARKS_S = (60, 120, 300, 600)
+
+
+def _psnr_at(probes: list[dict], seconds: float) -> float | None:
+    """Held-out PSNR of the last check at or before ``seconds`` of training (None if training was not that long)."""
+    before = [p for p in probes if p["time_s"] <= seconds + 1e-6]
+    if not probes or probes[-1]["time_s"] < seconds - 1e-6 and not before:
+        return None
+    return before[-1]["heldout_psnr"] if before else None
+
+
+def _time_to(probes: list[dict], target: float) -> float | None:
+    return next((p["time_s"] for p in probes if p["heldout_psnr"] >= target), None)
+
+
+def _f(value, digits: int = 2, unit: str = "") -> str:
+    return "–" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def machine_line(record: dict) -> str:
+    m = record["machine"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB{gpu}; Python {m['python']}, torch {m['torch']} "
+            f"({m['torch_threads']} threads); {record['date']}")
+
+
+def curve(record: dict, name: str, target: float, path: Path) -> Path | None:
+    """PNG of held-out PSNR against training seconds for one video."""
+    train = record["train"].get(name)
+    if not train or not train["probes"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probes = train["probes"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([p["time_s"] for p in probes], [p["heldout_psnr"] for p in probes], "o-", ms=3, label="held-out PSNR")
+    ax.axhline(target, color="0.5", ls="--", lw=1, label=f"target {target:g} dB")
+    plate = train["baselines"].get("background_plate")
+    if plate is not None:
+        ax.axhline(plate, color="C3", ls=":", lw=1, label=f"background plate alone ({plate:.1f} dB)")
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("dB")
+    ax.set_title(f"{name} ({record['preset']}, {'GPU' if record['machine'].get('gpu') else 'CPU'})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_base: Path | None = None) -> str:
+    """The record as Markdown tables (and its curve PNGs written to ``curves_dir``)."""
+    lines = [f"Machine: {machine_line(record)}. Preset `{record['preset']}`.", ""]
+    if record["prepare"]:
+        lines += ["**Prepare** (tracking fps: kept frames per second of the two tracking passes; target ≥ 60 on the "
+                  "2-core CPU)", "",
+                  "| video | frames | tracking fps | prepare total (s) | peak RAM (MiB) | re-projection (px) |"
+                  " explained variance (32 comp.) |", "|---|---|---|---|---|---|---|"]
+        for name, p in record["prepare"].items():
+            lines.append(f"| {name} | {p['frames']} | {p['tracking_fps']:.0f} | {p['prepare_s']:.1f} | "
+                         f"{_f(p['peak_rss_mib'], 0)} | {p['reprojection_px']:.2f} | {p['explained_variance']:.4f} |")
+        memory = record.get("prepare_memory")
+        if memory:
+            lines += ["", f"Peak RAM of prepare against length ({memory['video']}): {memory['quarter']['frames']} "
+                      f"frames {memory['quarter']['peak_rss_mib']:.0f} MiB, {memory['full']['frames']} frames "
+                      f"{memory['full']['peak_rss_mib']:.0f} MiB."]
+        lines.append("")
+    if record["train"]:
+        budget = record["options"]["train_budget_s"]
+        marks = [s for s in BUDGET_MARKS_S if not budget or s <= budget + 1]
+        head = " | ".join(f"PSNR @{s // 60} min" for s in marks)
+        lines += [f"**Train** (held-out PSNR during training: mean of 4 held-out frames, checked every "
+                  f"{record['options']['probe_every_s']:g} s; final: every held-out frame, whole image / face region; "
+                  f"training budget {budget:g} s)", "",
+                  f"| video | steps | training (s) | {head} | time to {target:g} dB (s) | final PSNR | face PSNR | "
+                  "SSIM | face SSIM | L1 | LPIPS | background plate PSNR | peak RAM (MiB) |",
+                  "|" + "---|" * (12 + len(marks))]
+        for name, t in record["train"].items():
+            final = t["final"]
+            at = " | ".join(_f(_psnr_at(t["probes"], s)) for s in marks)
+            lines.append(f"| {name} | {t['steps']} | {t['training_s']:.0f} | {at} | "
+                         f"{_f(_time_to(t['probes'], target), 0)} | {final['psnr']:.2f} | {final['face_psnr']:.2f} | "
+                         f"{final['ssim']:.3f} | {final['face_ssim']:.3f} | {final['l1']:.4f} | "
+                         f"{_f(final.get('lpips'), 3)} | {t['baselines']['background_plate']:.2f} | "
+                         f"{_f(t['peak_rss_mib'], 0)} |")
+        lines.append("")
+        for name in record["train"]:
+            path = curve(record, name, target, curves_dir / f"{stamp}-{name}.png")
+            if path is not None:
+                shown = os.path.relpath(path, link_base) if link_base else path.name
+                lines.append(f"![{name}]({shown})")
+        lines.append("")
+    if record["render"]:
+        lines += ["**Render** (ms per frame; batch: an orbit, one frame after another; interactive: a new expression "
+                  "each frame, median)", "", "| video | size (px) | batch (ms) | interactive (ms) |",
+                  "|---|---|---|---|"]
+        for name, r in record["render"].items():
+            for size, v in r["render"].items():
+                lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_docs(results: Path, docs: Path, target: float) -> None:
+    """docs/benchmarks.md from the newest record of each kind (device x stages x training budget)."""
+    records = []
+    for path in sorted(results.glob("*.json"), reverse=True):
+        record = json.loads(path.read_text())
+        key = (path.stem.rsplit("-", 1)[-1], tuple(sorted(k for k in ("prepare", "train", "render") if record[k])),
+               record["options"]["train_budget_s"] if record["train"] else None, tuple(record["videos"]))
+        if key not in {k for k, _, _ in records}:
+            records.append((key, path, record))
+    lines = ["# Benchmarks", "",
+             "Generated by `python benchmarks/run.py` from the newest records in `benchmarks/results/` (one section "
+             "per kind of run, newest first). Every figure below was measured on the machine named in its section.",
+             ""]
+    for key, path, record in records:
+        lines += [f"## {record['date'][:10]}: {', '.join(key[1])} on {len(record['videos'])} video(s), "
+                  f"{'GPU' if key[0] == 'gpu' else 'CPU'}", "", f"Record: `benchmarks/results/{path.name}`", ""]
+        lines.append(markdown(record, target, curves_dir=results / "curves", stamp=path.stem.rsplit("-", 1)[0],
+                              link_base=docs.parent))
+        lines.append("")
+    docs.write_text("\n".join(lines))

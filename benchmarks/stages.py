@@ -1,0 +1,113 @@
+"""One measurement per function, each run in a child process so its peak memory (the child's maximum resident set
+size, from the kernel) is its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import sys
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+args = json.loads(sys.argv[1])
+started = time.perf_counter()
+result = {}
+exec(args["code"], {"args": args, "result": result, "json": json})
+result["wall_s"] = time.perf_counter() - started
+print("BENCHMARK-RESULT " + json.dumps(result))
+"""
+
+
+def run_child(code: str, **arguments) -> dict:
+    """Run ``code`` in a fresh Python; it fills ``result``. Returns it with ``wall_s`` and ``peak_rss_mib`` (that
+    child's own maximum resident set size, from ``wait4``)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps({"code": code, **arguments})],
+                                 stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"benchmark child failed (exit {child.returncode}):\n{stderr[-3000:]}")
+    line = next(l for l in stdout.splitlines() if l.startswith("BENCHMARK-RESULT "))
+    result = json.loads(line[len("BENCHMARK-RESULT "):])
+    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+    return result
+
+
+PREPARE = """
+from avatar4d.tracking.prepare import PrepareConfig, prepare
+prepare(args["video"], args["out"], PrepareConfig(overlay=False, max_frames=args.get("max_frames")))
+manifest = json.load(open(args["out"] + "/manifest.json"))
+result.update(frames=manifest["frames"]["kept"], dropped=manifest["frames"]["dropped"],
+              tracking_fps=manifest["timing"]["tracking_fps"], prepare_s=manifest["timing"]["total_s"],
+              reprojection_px=manifest["quality"]["reprojection_error_px"]["mean"],
+              explained_variance=manifest["quality"]["explained_variance"])
+"""
+
+TRAIN = """
+import dataclasses, torch
+from avatar4d.training import presets
+from avatar4d.training.trainer import train
+from avatar4d.evaluation.evaluate import evaluate
+config = presets.get(args["preset"], iterations=args.get("iterations"))
+config = dataclasses.replace(config, probe_every_s=args["probe_every_s"], time_limit_s=args["time_limit_s"])
+train(args["dataset"], args["out"], config)
+log = json.load(open(args["out"] + "/training_log.json"))
+metrics = evaluate(args["out"], args["dataset"], lpips=args.get("lpips", True))
+result.update(training_s=log["training_seconds"], device=log["device"],
+              probes=[e for e in log["log"] if "heldout_psnr" in e],
+              steps=max(e["step"] for e in log["log"]),
+              final=metrics["mean"], baselines={k: v["psnr"] for k, v in metrics["baselines"].items()},
+              gpu_peak_mib=(torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None))
+"""
+
+RENDER = """
+import time, numpy as np, torch
+from avatar4d.avatar import load_avatar
+from avatar4d.render.novel_views import HeadRotation, rotated_pose
+avatar = load_avatar(args["avatar"], device="cuda" if torch.cuda.is_available() else "cpu")
+codes = avatar.frames.codes[avatar.frames.train_indices]
+mean = avatar.frames.mean_camera_from_head
+out = {}
+for size in args["sizes"]:
+    avatar.render(mean, codes[0], size=size)  # warm-up
+    batch = []
+    for i in range(args["frames"]):  # an orbit: one frame after another
+        pose = rotated_pose(mean, HeadRotation(yaw=10.0 * np.sin(i / 3)))
+        started = time.perf_counter()
+        avatar.render(pose, codes[i % len(codes)], size=size)
+        batch.append(time.perf_counter() - started)
+    interactive = []
+    for i in range(args["frames"]):  # a slider moved: a new expression each time
+        code = codes[(7 * i) % len(codes)] * 1.2
+        started = time.perf_counter()
+        avatar.render(mean, code, size=size)
+        interactive.append(time.perf_counter() - started)
+    out[str(size)] = {"batch_ms": 1000 * float(np.mean(batch)), "interactive_ms": 1000 * float(np.median(interactive))}
+result["render"] = out
+"""
+
+
+def prepare(video: Path, out: Path, max_frames: int | None = None) -> dict:
+    return run_child(PREPARE, video=str(video), out=str(out), max_frames=max_frames)
+
+
+def train(dataset: Path, out: Path, *, preset: str, time_limit_s: float, probe_every_s: float,
+          iterations: int | None = None, lpips: bool = True) -> dict:
+    return run_child(TRAIN, dataset=str(dataset), out=str(out), preset=preset, time_limit_s=time_limit_s,
+                     probe_every_s=probe_every_s, iterations=iterations, lpips=lpips)
+
+
+def render(avatar: Path, sizes: list[int], frames: int) -> dict:
+    return run_child(RENDER, avatar=str(avatar), sizes=sizes, frames=frames)
+
+
+def timestamp() -> float:
+    return time.time()
