@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from avatar4d.training.losses import LossConfig, psnr_from_mse, training_loss
+from avatar4d.render.compositing import composite
+from avatar4d.training.losses import LossConfig, landmark_depth_loss, psnr_from_mse, training_loss
 
 
 @pytest.mark.parametrize("mse", [1.0, 0.1, 0.01, 2.5e-4, 1e-9])
@@ -35,8 +36,8 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     opacity, target_opacity = torch.rand(50, generator=gen), torch.rand(50, generator=gen)
     tv = (torch.tensor(0.7), torch.tensor(0.2))
     latents = torch.randn(4, 8, generator=gen)
-    config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002)
-    terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config)
+    config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002, landmark_depth=0.004)
+    terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config, torch.tensor(2.5))
     rgb_mse = float(((rgb - target) ** 2).mean())
     mask = float(((opacity - target_opacity) ** 2).mean())
     latent = float((latents ** 2).sum(1).mean())
@@ -44,8 +45,30 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     assert float(terms.mask) == pytest.approx(mask)
     assert float(terms.tv) == pytest.approx(0.01 * 0.7 + 0.05 * 0.2)
     assert float(terms.latent) == pytest.approx(latent)
-    assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent)
-    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent"}
+    assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent
+                                               + 0.004 * 2.5)
+    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth"}
+
+
+def test_landmark_depth_loss_is_the_weighted_squared_distance_from_the_landmark():
+    """Against the per-sample sum written out: sum_s w_s (t_s - t*)^2 / sigma^2, plus (1 - opacity)^2."""
+    gen = torch.Generator().manual_seed(3)
+    density = torch.rand(6, 20, generator=gen, dtype=torch.float64) * 30
+    distances = torch.sort(torch.rand(6, 20, generator=gen, dtype=torch.float64) * 0.5 + 0.2, dim=1).values
+    deltas = torch.full((6, 20), 0.5 / 20, dtype=torch.float64)
+    result = composite(density, torch.zeros(6, 20, 3, dtype=torch.float64), deltas, distances)
+    target = torch.rand(6, generator=gen, dtype=torch.float64) * 0.5 + 0.2
+    expected = sum(
+        sum(float(result.weights[r, s]) * (float(distances[r, s]) - float(target[r])) ** 2 for s in range(20)) / 0.01**2
+        + (1 - float(result.opacity[r])) ** 2 for r in range(6)) / 6
+    value = landmark_depth_loss(result.depth, result.depth_second_moment, result.opacity, target, 0.01)
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+
+
+def test_landmark_depth_loss_is_zero_for_an_opaque_surface_at_the_landmark():
+    one = torch.ones(3, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.4, 0.5], dtype=torch.float64)
+    assert float(landmark_depth_loss(t, t**2, one, t, 0.01)) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_training_loss_without_latent_codes_has_a_zero_latent_term():

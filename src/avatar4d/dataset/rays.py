@@ -29,3 +29,17 @@ class RayBatch:
     @property
     def num_rays(self) -> int:
         return self.origins.shape[0]
+
+
+@dataclass
+class LandmarkRays:
+    """Rays through tracked face landmarks, whose true distance to the camera the face model gives."""
+
+    origins: Tensor
+    """(R, 3) head frame, metres."""
+    directions: Tensor
+    """(R, 3) unit, head frame."""
+    frame_ids: Tensor
+    """(R,) int64 position of the ray's frame in the batch's ``frame_rows``."""
+    distance: Tensor
+    """(R,) distance from the camera to the landmark along the ray, metres."""

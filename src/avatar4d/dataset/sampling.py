@@ -14,7 +14,7 @@ from torch import Tensor
 from avatar4d.dataset.background import BackgroundAccumulator
 from avatar4d.dataset.layout import PreparedDataset
 from avatar4d.dataset.masks import eyes_region_mask, mouth_region_mask, neck_cut_mask
-from avatar4d.dataset.rays import RayBatch
+from avatar4d.dataset.rays import LandmarkRays, RayBatch
 from avatar4d.progress import Progress
 from avatar4d.render.cameras import pixel_centers, pixel_directions
 from avatar4d.render.canonical import invert_rigid
@@ -112,6 +112,35 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
+@dataclass
+class LandmarkTargets:
+    """Where the face model puts each tracked landmark: its image position and its distance from the camera."""
+
+    pixels: Tensor
+    """(F, L', 2) image positions as fractions of the width and height (any resolution)."""
+    distance: Tensor
+    """(F, L') distance from the camera centre, metres."""
+
+
+def landmark_targets(dataset: PreparedDataset, indices: np.ndarray) -> LandmarkTargets:
+    """The face model's landmarks (template + expression code, posed) of each frame, inside the face outline (the
+    outline itself is a silhouette, where a ray grazes the face and its depth is ill-defined)."""
+    from avatar4d.tracking.head_pose import transform_points
+
+    keep = np.setdiff1d(np.arange(lm.NUM_LANDMARKS), np.asarray(lm.FACE_OVAL))
+    model = dataset.face_model
+    points = model.landmarks(dataset.tracking.expression[indices].astype(np.float64))[:, keep]
+    camera = dataset.camera
+    pixels, distance = [], []
+    for frame_points, pose in zip(points, dataset.tracking.camera_from_head[indices]):
+        in_camera = transform_points(pose, frame_points)
+        projected = camera.project(in_camera) / np.array([camera.width, camera.height])
+        pixels.append(projected)
+        distance.append(np.linalg.norm(in_camera, axis=1))
+    return LandmarkTargets(pixels=torch.from_numpy(np.stack(pixels)).float(),
+                           distance=torch.from_numpy(np.stack(distance)).float())
+
+
 class RaySampler:
     """Draws training ray batches: ``frames_per_batch`` random frames, ``rays_per_frame`` pixels each, drawn in
     proportion to the importance weights.
@@ -138,3 +167,17 @@ class RaySampler:
         opacity = images.opacity[rows[:, None], pixels].reshape(-1).float() / 255.0
         return RayBatch(origins=transform[:, :3, 3], directions=directions, frame_ids=frame_ids, frame_rows=rows,
                         rgb=rgb, opacity=opacity, background=images.background[flat])
+
+    def sample_landmarks(self, targets: LandmarkTargets, camera: PinholeCamera, rows: Tensor, per_frame: int,
+                         generator: torch.Generator) -> LandmarkRays:
+        """``per_frame`` rays through random landmarks of each of the batch's frames (exact positions, not pixel
+        centres)."""
+        count = targets.distance.shape[1]
+        chosen = torch.randint(count, (len(rows), per_frame), generator=generator)
+        frame_ids = torch.arange(len(rows)).repeat_interleave(per_frame)
+        fractions = targets.pixels[rows[:, None], chosen].reshape(-1, 2)
+        pixels = fractions * torch.tensor([camera.width, camera.height], dtype=fractions.dtype)
+        transform = self.head_from_camera[rows][frame_ids]
+        directions = (transform[:, :3, :3] @ pixel_directions(camera, pixels).unsqueeze(-1)).squeeze(-1)
+        return LandmarkRays(origins=transform[:, :3, 3], directions=directions, frame_ids=frame_ids,
+                            distance=targets.distance[rows[:, None], chosen].reshape(-1))

@@ -20,6 +20,8 @@ class Composite:
     """(R, S) contribution of each sample; sums to ``opacity`` along each ray."""
     depth: Tensor
     """(R,) expected distance along the ray (weighted by ``weights``, not normalised)."""
+    depth_second_moment: Tensor
+    """(R,) ``sum_s weights_s * distance_s ** 2`` (with ``depth``: how spread the ray's termination is)."""
 
 
 def composite(density: Tensor, color: Tensor, deltas: Tensor, distances: Tensor | None = None) -> Composite:
@@ -41,8 +43,12 @@ def composite(density: Tensor, color: Tensor, deltas: Tensor, distances: Tensor 
     weights = transmittance * alpha
     rgb = (weights.unsqueeze(-1) * color).sum(1)
     opacity = weights.sum(1)
-    depth = (weights * distances).sum(1) if distances is not None else opacity.new_zeros(opacity.shape)
-    return Composite(rgb=rgb, opacity=opacity, weights=weights, depth=depth)
+    if distances is None:
+        depth = second = opacity.new_zeros(opacity.shape)
+    else:
+        depth = (weights * distances).sum(1)
+        second = (weights * distances.square()).sum(1)
+    return Composite(rgb=rgb, opacity=opacity, weights=weights, depth=depth, depth_second_moment=second)
 
 
 def over_background(result: Composite, background: Tensor) -> Tensor:

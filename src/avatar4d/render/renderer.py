@@ -41,6 +41,8 @@ class RenderOutput:
     """(R,) accumulated opacity of the field."""
     depth: Tensor
     """(R,) expected distance along the ray (0 where empty)."""
+    depth_second_moment: Tensor
+    """(R,) expected squared distance along the ray."""
     samples_evaluated: int
     """Samples the field was evaluated at (after empty-space skipping)."""
 
@@ -80,7 +82,7 @@ def render_rays(field: HeadField, origins: Tensor, directions: Tensor, frame_ids
         color = color.index_copy(0, index, sample_color)
     result: Composite = composite(density.view(count, samples), color.view(count, samples, 3), deltas, distances)
     return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
-                        samples_evaluated=int(index.numel()))
+                        depth_second_moment=result.depth_second_moment, samples_evaluated=int(index.numel()))
 
 
 @torch.no_grad()
@@ -128,4 +130,5 @@ def render_image(field: HeadField, camera: PinholeCamera, camera_from_head: Tens
                                    flat_background[start:end], config, occupancy))
     return RenderOutput(rgb=torch.cat([o.rgb for o in outputs]), opacity=torch.cat([o.opacity for o in outputs]),
                         depth=torch.cat([o.depth for o in outputs]),
+                        depth_second_moment=torch.cat([o.depth_second_moment for o in outputs]),
                         samples_evaluated=sum(o.samples_evaluated for o in outputs))

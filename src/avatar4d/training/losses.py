@@ -22,6 +22,11 @@ class LossConfig:
     """Squared norm of the latent codes used in the batch."""
     tv_samples: int = 8192
     """Grid vertices the total variation is estimated from at each step."""
+    landmark_depth: float = 1e-3
+    """Expected squared distance (in units of ``landmark_depth_sigma_m``) between where rays through tracked
+    landmarks end and the face model's landmark: pulls the density onto the face surface (monocular video alone leaves
+    it smeared along the camera rays), which is what makes new viewpoints and the mesh work (0 = off)."""
+    landmark_depth_sigma_m: float = 0.01
 
 
 @dataclass
@@ -31,9 +36,10 @@ class LossTerms:
     mask: Tensor
     tv: Tensor
     latent: Tensor
+    depth: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in ("total", "rgb", "mask", "tv", "latent")}
+        return {k: float(getattr(self, k).detach()) for k in ("total", "rgb", "mask", "tv", "latent", "depth")}
 
 
 def psnr_from_mse(mse: Tensor | float) -> float:
@@ -42,8 +48,21 @@ def psnr_from_mse(mse: Tensor | float) -> float:
     return float("inf") if value <= 0 else -10.0 * float(torch.log10(torch.tensor(value)))
 
 
+def landmark_depth_loss(depth: Tensor, depth_second_moment: Tensor, opacity: Tensor, distance: Tensor,
+                        sigma_m: float) -> Tensor:
+    """Mean over rays of ``sum_s w_s (t_s - t*)^2 / sigma^2`` (spread and offset of where each ray ends) plus the
+    missing opacity (a ray through a landmark must end on the face).
+
+    Args:
+        depth, depth_second_moment, opacity: (R,) ``sum w t``, ``sum w t^2``, ``sum w`` of each ray.
+        distance: (R,) the landmark's distance ``t*`` along the ray.
+    """
+    spread = depth_second_moment - 2.0 * distance * depth + distance.square() * opacity
+    return (spread / sigma_m**2).mean() + (1.0 - opacity).square().mean()
+
+
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
-                  latents: Tensor | None, config: LossConfig) -> LossTerms:
+                  latents: Tensor | None, config: LossConfig, depth: Tensor | None = None) -> LossTerms:
     """Combine the loss terms.
 
     Args:
@@ -51,10 +70,13 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         opacity, target_opacity: (R,) field opacity and head mask.
         tv: total variation of the canonical and motion grids.
         latents: (F, D) the batch's latent codes, or None.
+        depth: the landmark depth loss, or None.
     """
     rgb_loss = torch.mean((rgb - target_rgb) ** 2)
     mask_loss = torch.mean((opacity - target_opacity) ** 2)
     tv_loss = config.tv_canonical * tv[0] + config.tv_motion * tv[1]
     latent_loss = latents.square().sum(-1).mean() if latents is not None and latents.numel() else rgb.new_zeros(())
-    total = rgb_loss + config.mask * mask_loss + tv_loss + config.latent * latent_loss
-    return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss)
+    depth_loss = depth if depth is not None else rgb.new_zeros(())
+    total = rgb_loss + config.mask * mask_loss + tv_loss + config.latent * latent_loss \
+        + config.landmark_depth * depth_loss
+    return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss)

@@ -20,7 +20,14 @@ import torch
 from avatar4d.atomic import atomic_directory, partial_path, write_json_atomic
 from avatar4d.configs import to_dict
 from avatar4d.dataset.layout import PreparedDataset, load_dataset
-from avatar4d.dataset.sampling import FrameImages, ImportanceConfig, RaySampler, head_mask, load_frame_images
+from avatar4d.dataset.sampling import (
+    FrameImages,
+    ImportanceConfig,
+    LandmarkTargets,
+    RaySampler,
+    landmark_targets,
+    load_frame_images,
+)
 from avatar4d.environment import machine_description, pick_device
 from avatar4d.errors import AvatarError
 from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
@@ -28,7 +35,7 @@ from avatar4d.progress import Progress, note
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import RendererConfig, render_image, render_rays
 from avatar4d.training.checkpoint import TrainingState, load_checkpoint, read_checkpoint_config, save_checkpoint
-from avatar4d.training.losses import LossConfig, psnr_from_mse, training_loss
+from avatar4d.training.losses import LossConfig, landmark_depth_loss, psnr_from_mse, training_loss
 from avatar4d.training.schedule import ScheduleConfig, lr_factor_at, resolution_at
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -57,6 +64,8 @@ class TrainConfig:
     frames_per_batch: int = 4
     """Frames per batch (their expression grids are mixed once each)."""
     rays_per_frame: int = 1024
+    landmark_rays_per_frame: int = 64
+    """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
     use_background: bool = True
     """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
     no mask loss; the field must explain everything)."""
@@ -108,6 +117,8 @@ class Run:
     images: dict[int, FrameImages]
     codes: torch.Tensor
     """(F_train, K) training frames' expression codes."""
+    landmarks: LandmarkTargets | None
+    """Where the face model puts the training frames' landmarks (None without the landmark depth loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
     state: TrainingState = field(default_factory=lambda: TrainingState(0, torch.empty(0, dtype=torch.uint8), [], 0.0))
@@ -204,10 +215,12 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     poses = torch.from_numpy(dataset.tracking.camera_from_head[train_indices]).float()
     sampler = RaySampler(poses, config.frames_per_batch, config.rays_per_frame)
     codes = torch.from_numpy(dataset.tracking.expression[train_indices]).float()
+    landmarks = (landmark_targets(dataset, train_indices)
+                 if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
     head.to(device)
     occupancy.to(device)
     return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, optimizer=optimizer,
-               base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes,
+               base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes, landmarks=landmarks,
                probe=_heldout_probe(dataset, config), generator=generator)
 
 
@@ -256,14 +269,31 @@ def _train_loop(run: Run, work_dir: Path) -> None:
             batch = run.sampler.sample(images, run.generator)
             batch_latents = run.field.latents[batch.frame_rows]
             frames = run.field.prepare(run.codes[batch.frame_rows].to(run.device), batch_latents)
+            origins, directions, frame_ids = batch.origins, batch.directions, batch.frame_ids
+            background = _background(run, batch.background)
+            landmark_rays = None
+            if run.landmarks is not None:
+                landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
+                                                             config.landmark_rays_per_frame, run.generator)
+                origins = torch.cat([origins, landmark_rays.origins])
+                directions = torch.cat([directions, landmark_rays.directions])
+                frame_ids = torch.cat([frame_ids, landmark_rays.frame_ids])
+                background = torch.cat([background, torch.zeros_like(landmark_rays.origins)])
             skip = step >= config.occupancy_warmup
-            output = render_rays(run.field, batch.origins.to(run.device), batch.directions.to(run.device),
-                                 batch.frame_ids.to(run.device), frames,
-                                 _background(run, batch.background).to(run.device), config.renderer,
+            output = render_rays(run.field, origins.to(run.device), directions.to(run.device),
+                                 frame_ids.to(run.device), frames, background.to(run.device), config.renderer,
                                  run.occupancy if skip else None, run.generator)
-            terms = training_loss(output.rgb, batch.rgb.to(run.device), output.opacity, batch.opacity.to(run.device),
+            colour = slice(0, batch.num_rays)
+            depth = None
+            if landmark_rays is not None:
+                extra = slice(batch.num_rays, None)
+                depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra],
+                                            output.opacity[extra], landmark_rays.distance.to(run.device),
+                                            config.loss.landmark_depth_sigma_m)
+            terms = training_loss(output.rgb[colour], batch.rgb.to(run.device), output.opacity[colour],
+                                  batch.opacity.to(run.device),
                                   run.field.total_variation(config.loss.tv_samples, run.generator),
-                                  batch_latents if config.field.use_latent_code else None, loss_config)
+                                  batch_latents if config.field.use_latent_code else None, loss_config, depth)
             run.optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             run.optimizer.step()
@@ -279,7 +309,7 @@ def _train_loop(run: Run, work_dir: Path) -> None:
             if run.state.step % 10 == 0 or run.state.step == total:
                 run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
                                       "resolution": size, "lr_factor": factor, "psnr": psnr,
-                                      "samples_per_ray": output.samples_evaluated / batch.num_rays,
+                                      "samples_per_ray": output.samples_evaluated / output.opacity.shape[0],
                                       "occupied": run.occupancy.occupied_fraction, **terms.as_floats()})
             preview = run.state.step in evaluation_steps
             if preview or run.state.elapsed_s >= next_probe:
