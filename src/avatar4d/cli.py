@@ -239,6 +239,28 @@ def _demo(args: DemoArgs) -> None:
     run_demo(args.out, preset=args.preset, iterations=args.iters)
 
 
+@dataclass(frozen=True)
+class ViewArgs:
+    """Play with the avatar in a web browser: expression and pose sliders, mouse orbit, frame replay beside the
+    ground truth, save PNG / state JSON. Serves on localhost until Ctrl-C."""
+
+    avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
+    port: int = 7007
+    """Port of the page (the next free one is taken when it is busy)."""
+    host: str = "127.0.0.1"
+    """Address to listen on (the default keeps the page on this machine; 0.0.0.0 opens it to the network)."""
+    size: int | None = None
+    """Resolution of the picture once the controls rest (default: the training resolution; the page can change it)."""
+    preview_size: int = 64
+    """Resolution of the quick picture while a control moves (0: none)."""
+
+
+def _view(args: ViewArgs) -> None:
+    from avatar4d.viewer.server import serve_viewer
+
+    serve_viewer(args.avatar, host=args.host, port=args.port, full_size=args.size, preview_size=args.preview_size)
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "demo": (DemoArgs, _demo),
     "prepare": (PrepareArgs, _prepare),
@@ -248,6 +270,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "reenact": (ReenactArgs, _reenact),
     "mesh": (MeshArgs, _mesh),
     "export": (ExportArgs, _export),
+    "view": (ViewArgs, _view),
 }
 
 
