@@ -134,19 +134,39 @@ def test_a_control_the_subject_never_uses_is_floored_and_marked_unseen(canonical
     assert np.abs(control_map.normalise(raw)[:, jaw]).max() < 0.05  # noise is not amplified into a full slider
 
 
-def test_map_onto_the_code_is_exact_when_the_code_is_linear_in_the_controls(canonical_points):
+def test_each_control_maps_onto_the_codes_simple_regression_on_it(canonical_points):
+    """weights[:, c] is the least-squares slope of the code on control c alone (np.polyfit per code dimension)."""
     raw = measure_controls(canonical_points)
-    normalised_map = fit_control_map(raw, np.zeros((len(raw), 3)))
-    normalised = normalised_map.normalise(raw)
-    weights = np.random.default_rng(1).normal(size=(12, len(CONTROL_NAMES)))
-    codes = (normalised - normalised.mean(0)) @ weights.T + np.linspace(-0.3, 0.3, 12)
-    control_map = fit_control_map(raw, codes, ridge=0.0)
-    np.testing.assert_allclose(control_map.weights, weights, atol=1e-6)
-    np.testing.assert_allclose(control_map.to_code(normalised) + codes.mean(0), codes, atol=1e-6)
+    normalised = fit_control_map(raw, np.zeros((len(raw), 3))).normalise(raw)
+    mixing = np.random.default_rng(1).normal(size=(12, len(CONTROL_NAMES)))
+    codes = (normalised - normalised.mean(0)) @ mixing.T + np.linspace(-0.3, 0.3, 12)
+    control_map = fit_control_map(raw, codes)
+    for c in range(len(CONTROL_NAMES)):
+        if np.ptp(normalised[:, c]) == 0:
+            continue
+        slopes = [np.polyfit(normalised[:, c], codes[:, k], 1)[0] for k in range(12)]
+        np.testing.assert_allclose(control_map.weights[:, c], slopes, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(control_map.r2, 1.0, atol=1e-9)  # 12 code dims see all 8 controls
     # with fewer code dimensions than controls, the reverse fit cannot explain every control
-    assert fit_control_map(raw, codes[:, :4], ridge=0.0).r2.min() < 0.99
+    assert fit_control_map(raw, codes[:, :4]).r2.min() < 0.99
     np.testing.assert_allclose(control_map.to_code(control_map.mean), 0.0, atol=1e-12)  # the mean face
+
+
+def test_controls_that_move_together_each_keep_the_direction_the_video_shows():
+    """Two controls that are the same signal in the video (a talking face: jaw and smile together) both map onto the
+    code direction that signal has, not onto arbitrary partial effects."""
+    rng = np.random.default_rng(4)
+    signal = rng.uniform(0, 1, 300)
+    raw = np.zeros((300, len(CONTROL_NAMES)))
+    raw[:, CONTROL_NAMES.index("jaw_open")] = 0.03 * signal
+    raw[:, CONTROL_NAMES.index("smile")] = 0.05 + 0.02 * signal + 1e-4 * rng.normal(size=300)
+    raw[:, CONTROL_NAMES.index("blink_left")] = rng.normal(size=300) * 0.1
+    direction = rng.normal(size=6)
+    codes = np.outer(signal - signal.mean(), direction) + 0.01 * rng.normal(size=(300, 6))
+    control_map = fit_control_map(raw, codes)
+    for name in ("jaw_open", "smile"):
+        weights = control_map.weights[:, CONTROL_NAMES.index(name)]
+        assert weights @ direction / np.linalg.norm(weights) / np.linalg.norm(direction) > 0.99
 
 
 def test_stored_controls_are_the_normalised_measurements(canonical_points, dataset):

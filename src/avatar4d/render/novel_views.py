@@ -28,17 +28,29 @@ IMAGE_SUFFIXES = (".png",)
 VIDEO_SUFFIXES = (".mp4",)
 
 
+_ANGLE_SIGNS = np.array([1.0, -1.0, 1.0])
+"""A rotation about the head's +x axis turns the nose down; pitch counts up as positive."""
+
+
 @dataclass(frozen=True)
 class HeadRotation:
-    """A head rotation relative to the mean pose, degrees."""
+    """A head rotation relative to the mean pose, degrees: yaw turns the face to the subject's left, pitch lifts it,
+    roll tilts it counter-clockwise as the camera sees it (the same angles as ``tracking.head_pose.head_angles_deg``)."""
 
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
 
     def matrix(self) -> np.ndarray:
-        """(3, 3) rotation in the head frame (yaw about y, then pitch about x, then roll about z)."""
-        return Rotation.from_euler("YXZ", [self.yaw, self.pitch, self.roll], degrees=True).as_matrix()
+        """(3, 3) rotation in the head frame (intrinsic: yaw about y, then pitch about x, then roll about z)."""
+        angles = np.array([self.yaw, self.pitch, self.roll]) * _ANGLE_SIGNS
+        return Rotation.from_euler("YXZ", angles, degrees=True).as_matrix()
+
+    @classmethod
+    def from_matrix(cls, rotation: np.ndarray) -> HeadRotation:
+        """Inverse of :meth:`matrix`."""
+        yaw, pitch, roll = Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True) * _ANGLE_SIGNS
+        return cls(float(yaw), float(pitch), float(roll))
 
 
 def rotated_pose(camera_from_head: np.ndarray, rotation: HeadRotation) -> np.ndarray:
@@ -53,7 +65,7 @@ def relative_rotations(avatar: Avatar, indices: np.ndarray | None = None) -> np.
     indices = avatar.frames.train_indices if indices is None else indices
     mean = avatar.frames.mean_camera_from_head
     relative = np.einsum("ji,fjk->fik", mean[:3, :3], avatar.frames.camera_from_head[indices, :3, :3])
-    return Rotation.from_matrix(relative).as_euler("YXZ", degrees=True)
+    return Rotation.from_matrix(relative).as_euler("YXZ", degrees=True) * _ANGLE_SIGNS
 
 
 def seen_rotation_range(avatar: Avatar) -> tuple[np.ndarray, np.ndarray]:

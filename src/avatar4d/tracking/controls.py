@@ -69,7 +69,13 @@ def measure_controls(points: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ControlMap:
-    """Normalisation of the raw controls and the affine map ``code = weights @ (c - mean)``."""
+    """Normalisation of the raw controls and the linear map ``code = weights @ (c - mean)``.
+
+    Each column of ``weights`` is a simple regression of the code on that control alone: how the face changes in the
+    video when the control changes, with what naturally goes with it (an open jaw also stretches the lips). A joint
+    regression would instead give each control's effect with the others held fixed, which for controls that move
+    together in the video (jaw, smile and pucker on a talking face) is a direction the video never shows.
+    """
 
     names: tuple[str, ...]
     low: np.ndarray
@@ -79,7 +85,7 @@ class ControlMap:
     mean: np.ndarray
     """(C,) mean normalised control over the video (the template face's controls)."""
     weights: np.ndarray
-    """(K, C) expression code per unit of each normalised control."""
+    """(K, C) expression code per unit of each normalised control (simple regression slope per control)."""
     r2: np.ndarray
     """(C,) how much of each control's variation the code explains (1 = fully), from the reverse fit."""
     seen: np.ndarray
@@ -98,8 +104,8 @@ class ControlMap:
         return (controls - self.mean) @ self.weights.T
 
 
-def fit_control_map(raw: np.ndarray, codes: np.ndarray, *, ridge: float = 1e-3) -> ControlMap:
-    """Normalise raw controls and fit the ridge-regularised linear map controls -> code.
+def fit_control_map(raw: np.ndarray, codes: np.ndarray) -> ControlMap:
+    """Normalise raw controls and fit, per control, the code's regression on it.
 
     Args:
         raw: (F, C) raw measurements.
@@ -125,8 +131,8 @@ def fit_control_map(raw: np.ndarray, codes: np.ndarray, *, ridge: float = 1e-3) 
     mean = normalised.mean(0)
     centred = normalised - mean
     code_centred = codes - codes.mean(0)
-    gram = centred.T @ centred + ridge * len(raw) * np.eye(len(names))
-    weights = np.linalg.solve(gram, centred.T @ code_centred).T
+    variance = np.maximum((centred**2).mean(0), 1e-12)
+    weights = (code_centred.T @ centred / len(raw)) / variance  # (K, C): cov(code, c) / var(c)
     # reverse fit: how well the code predicts each control (a control the code cannot see is not a good slider)
     reverse, *_ = np.linalg.lstsq(code_centred, centred, rcond=None)
     predicted = code_centred @ reverse

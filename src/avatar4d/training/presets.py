@@ -20,7 +20,7 @@ PREVIEW = TrainConfig(
                           expression=ExpressionGridsConfig(voxel_size_m=0.008, channels=8),
                           decoder=DecoderConfig(hidden=64, layers=1)),
     renderer=RendererConfig(samples_per_ray=48),
-    schedule=ScheduleConfig(iterations=2000, resolutions=(64, 128), resolution_starts=(0.0, 0.3)),
+    schedule=ScheduleConfig(iterations=1500, resolutions=(64, 128), resolution_starts=(0.0, 0.3)),
     frames_per_batch=4,
     rays_per_frame=1024,
 )

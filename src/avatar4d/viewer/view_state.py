@@ -194,8 +194,7 @@ def state_pose(avatar: Avatar, state: ViewState) -> np.ndarray:
 def state_rotation(avatar: Avatar, state: ViewState) -> HeadRotation:
     """The sliders and the orbit as one head rotation relative to the mean pose (what ``--state`` files hold)."""
     relative = avatar.frames.mean_camera_from_head[:3, :3].T @ state_pose(avatar, state)[:3, :3]
-    yaw, pitch, roll = Rotation.from_matrix(relative).as_euler("YXZ", degrees=True)
-    return HeadRotation(float(yaw), float(pitch), float(roll))
+    return HeadRotation.from_matrix(relative)
 
 
 def state_json(avatar: Avatar, state: ViewState) -> dict:
