@@ -134,9 +134,11 @@ class RenderArgs:
     """Head turn in degrees, positive to the subject's left (with --orbit: the sweep amplitude)."""
     pitch: float | None = None
     """Head nod in degrees, positive up (with --orbit: the sweep amplitude)."""
-    roll: float = 0.0
+    roll: float | None = None
+    """Head tilt in degrees, counter-clockwise as the camera sees it."""
     state: Path | None = None
-    """An expression/pose JSON saved by the viewer (its values are used unless --expr/--yaw/--pitch are given)."""
+    """An expression/pose JSON saved by the viewer (its values are used unless --expr/--yaw/--pitch/--roll are
+    given)."""
     extrapolate: bool = False
     """Allow values beyond the range seen in training."""
     frames: int = 60
@@ -149,13 +151,13 @@ def _render(args: RenderArgs) -> None:
     from avatar4d.render.novel_views import HeadRotation, load_edit_state, render_edit, render_orbit
 
     expression: dict[str, float] | str = args.expr
-    rotation = HeadRotation(args.yaw or 0.0, args.pitch or 0.0, args.roll)
+    rotation = HeadRotation(args.yaw or 0.0, args.pitch or 0.0, args.roll or 0.0)
     if args.state is not None:
         saved_expression, saved_rotation = load_edit_state(args.state)
         expression = args.expr or saved_expression
         rotation = HeadRotation(args.yaw if args.yaw is not None else saved_rotation.yaw,
                                 args.pitch if args.pitch is not None else saved_rotation.pitch,
-                                args.roll or saved_rotation.roll)
+                                args.roll if args.roll is not None else saved_rotation.roll)
     renders = args.avatar / "renders"
     if args.orbit:
         out = args.out or renders / "orbit.mp4"

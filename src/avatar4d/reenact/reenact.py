@@ -77,6 +77,8 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
                           f"{wanted[0]}")
     if not out.parent.exists():
         raise OutputError(f"{out.parent} does not exist")
+    if size is not None and size < 1:
+        raise ControlError(f"--size must be a positive number of pixels, got {size}")
     avatar, track, result = drive(avatar_dir, driver, max_frames=max_frames, fov_deg=fov_deg,
                                   expression_only=expression_only)
     size = size or avatar.image_size

@@ -81,16 +81,32 @@ def _check_output(out: Path, suffixes: tuple[str, ...]) -> None:
         raise OutputError(f"{out.parent} does not exist")
 
 
+def _check_size(size: int | None) -> None:
+    if size is not None and size < 1:
+        raise ControlError(f"--size must be a positive number of pixels, got {size}")
+
+
+def _check_angles(**degrees: float | None) -> None:
+    for name, value in degrees.items():
+        if value is not None and not math.isfinite(value):
+            raise ControlError(f"--{name} must be a finite number of degrees, got {value}")
+
+
 def load_edit_state(path: Path) -> tuple[dict[str, float], HeadRotation]:
     """Read the expression and pose that the viewer saves: ``{"expression": {...}, "pose": {"yaw": ...}}``."""
     try:
         state = json.loads(Path(path).read_text())
         expression = {str(k): float(v) for k, v in state.get("expression", {}).items()}
         pose = state.get("pose", {})
-        return expression, HeadRotation(float(pose.get("yaw", 0.0)), float(pose.get("pitch", 0.0)),
-                                        float(pose.get("roll", 0.0)))
+        rotation = HeadRotation(float(pose.get("yaw", 0.0)), float(pose.get("pitch", 0.0)),
+                                float(pose.get("roll", 0.0)))
     except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as error:
         raise ControlError(f"{path} is not a saved expression/pose state ({error})") from error
+    values = {**expression, "yaw": rotation.yaw, "pitch": rotation.pitch, "roll": rotation.roll}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise ControlError(f"{path}: the values of {', '.join(bad)} are not finite numbers")
+    return expression, rotation
 
 
 def expression_edit(avatar: Avatar, assignments: dict[str, float] | str | None, *,
@@ -135,6 +151,8 @@ def render_orbit(avatar_dir: Path, out: Path, *, frames: int = 90, yaw_deg: floa
     """
     out = Path(out)
     _check_output(out, VIDEO_SUFFIXES)
+    _check_size(size)
+    _check_angles(yaw=yaw_deg, pitch=pitch_deg)
     if frames < 2:
         raise ControlError(f"an orbit needs at least 2 frames, got {frames}")
     avatar = load_avatar(avatar_dir)
@@ -162,6 +180,8 @@ def render_edit(avatar_dir: Path, out: Path, *, expression: dict[str, float] | s
     """
     out = Path(out)
     _check_output(out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    _check_size(size)
+    _check_angles(yaw=rotation.yaw, pitch=rotation.pitch, roll=rotation.roll)
     avatar = load_avatar(avatar_dir)
     size = _even(size or avatar.image_size)
     edit = expression_edit(avatar, expression, extrapolate=extrapolate)

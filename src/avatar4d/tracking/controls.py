@@ -192,7 +192,8 @@ def resolve_expression(assignments: dict[str, float], controls: ControlMap, code
     in training (controls to their observed normalised range, the final code to each component's observed range).
 
     Raises:
-        ControlError: a name that is neither a control nor a component (the valid names are listed).
+        ControlError: a name that is neither a control nor a component (the valid names are listed), or a value
+            that is not a finite number.
     """
     from avatar4d.errors import ControlError
 
@@ -202,6 +203,9 @@ def resolve_expression(assignments: dict[str, float], controls: ControlMap, code
     if unknown:
         raise ControlError(f"unknown control(s) {', '.join(unknown)}; valid names: {', '.join(CONTROL_NAMES)}, "
                            f"and raw components e0..e{num_components - 1}")
+    not_finite = [name for name, value in assignments.items() if not np.isfinite(value)]
+    if not_finite:
+        raise ControlError(f"the value(s) of {', '.join(not_finite)} must be finite numbers")
     clamped: list[str] = []
     values = controls.mean.copy()
     chosen_controls: dict[str, float] = {}

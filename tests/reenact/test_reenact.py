@@ -1,0 +1,218 @@
+"""``drive`` and ``reenact`` (reenact/reenact.py) on real clips: an avatar driven by its own training video gives back
+its training frames (better than the same frames in a shuffled order), another person's clip becomes a side-by-side
+video with that clip's audio, stills, frames where the driver's face is lost are held, and bad input is refused with
+the right error and without touching existing files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from avatar4d.avatar import load_avatar
+from avatar4d.dataset.layout import load_dataset
+from avatar4d.errors import AvatarError, ControlError, InputVideoError, OutputError
+from avatar4d.evaluation.metrics import psnr
+from avatar4d.evaluation.strips import to_uint8
+from avatar4d.reenact.reenact import drive, reenact
+from avatar4d.reenact.transfer import transfer_expressions
+from avatar4d.video import iter_frames, probe_video
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+KNOWN = b"an earlier result that must survive\n"
+
+
+def read_png(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not a PNG"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def rendered(avatar, camera_from_head: np.ndarray, code: np.ndarray, size: int) -> np.ndarray:
+    return to_uint8(avatar.render(camera_from_head, code, size=size).rgb.reshape(size, size, 3).cpu())
+
+
+# --- self-reenactment -----------------------------------------------------------------------------------------------
+
+
+def mean_psnr(avatar, poses: np.ndarray, codes: np.ndarray, targets: list[torch.Tensor]) -> float:
+    size = avatar.image_size
+    scores = [psnr(avatar.render(pose, code, size=size).rgb.reshape(size, size, 3).float(), target)
+              for pose, code, target in zip(poses, codes, targets)]
+    return float(np.mean(scores))
+
+
+def test_driving_an_avatar_with_its_own_video_gives_back_its_frames_better_than_a_shuffled_drive(
+        trained_avatar: Path, face_video: Path, prepared_dataset: Path):
+    avatar, track, result = drive(trained_avatar, face_video)
+    assert not result.held.any()
+    dataset = load_dataset(prepared_dataset)
+    size = avatar.image_size
+    position = {int(source): p for p, source in enumerate(result.source_frames)}
+    rows = np.array([position[int(source)] for source in avatar.frames.source_frames])
+    codes, poses = result.codes[rows], result.camera_from_head[rows]
+    targets = [torch.from_numpy(cv2.resize(dataset.load_frame(i), (size, size), interpolation=cv2.INTER_AREA)
+                                .astype(np.float32) / 255.0) for i in range(len(rows))]
+    shuffle = np.random.default_rng(0).permutation(len(rows))
+    shuffle = np.where(shuffle == np.arange(len(rows)), np.roll(shuffle, 1), shuffle)  # no frame keeps its place
+    assert (shuffle != np.arange(len(rows))).all()
+    own = mean_psnr(avatar, poses, codes, targets)
+    shuffled = mean_psnr(avatar, poses[shuffle], codes[shuffle], targets)
+    tracked = mean_psnr(avatar, avatar.frames.camera_from_head, avatar.frames.codes, targets)
+    numbers = f"own order {own:.2f} dB, shuffled {shuffled:.2f} dB, the dataset's own tracking {tracked:.2f} dB"
+    assert own > shuffled + 2.0, numbers
+    # re-tracking the clip and transferring it loses little against the tracking the avatar was trained with
+    assert own > tracked - 1.0, numbers
+
+
+# --- another person's clip ------------------------------------------------------------------------------------------
+
+
+def test_reenactment_by_another_person_is_a_side_by_side_video_with_their_audio(trained_avatar: Path,
+                                                                                 driver_video: Path, tmp_path: Path):
+    out = tmp_path / "reenactment.mp4"
+    result = reenact(trained_avatar, driver_video, out, max_frames=30, size=48)
+    assert result.output == out
+    info = probe_video(out)
+    video = [frame.image for frame in iter_frames(out)]
+    assert (info.width, info.height) == (96, 48) and info.codec == "h264"
+    assert len(video) == 30 and info.frame_count == 30 and len(result.codes) == 30
+    np.testing.assert_array_equal(result.source_frames, np.arange(30))
+    assert info.has_audio and probe_video(driver_video).has_audio
+    assert info.fps == pytest.approx(probe_video(driver_video).fps, rel=1e-3)
+    avatar = load_avatar(trained_avatar)
+    expected = [rendered(avatar, pose, code, 48).astype(float)
+                for pose, code in zip(result.camera_from_head, result.codes)]
+    for position in (0, 15, 29):
+        right = video[position][:, 48:].astype(float)
+        distances = [np.abs(right - image).mean() for image in expected]
+        # H.264 at 48 px (yuv420p) is off by 4 to 7 (0..255) on average; the nearest render is this frame's own
+        assert distances[position] < 8.0 and int(np.argmin(distances)) == position, (position, distances)
+        assert np.abs(video[position][:, :48].astype(float) - right).mean() > 10.0, "the left panel is the driver"
+    assert np.ptp(result.codes, axis=0).max() > 0.5, "the driver's expression changes over the clip"
+
+
+def test_one_frame_of_a_reenactment_is_a_png_of_the_driver_beside_the_avatar(trained_avatar: Path,
+                                                                             driver_video: Path, tmp_path: Path):
+    out = tmp_path / "still.png"
+    result = reenact(trained_avatar, driver_video, out, frame=7, max_frames=12)
+    avatar = load_avatar(trained_avatar)
+    size = avatar.image_size
+    image = read_png(out)
+    assert image.shape == (size, 2 * size, 3) and result.output == out
+    np.testing.assert_array_equal(image[:, size:], rendered(avatar, result.camera_from_head[7], result.codes[7], size))
+    assert np.abs(image[:, :size].astype(float) - image[:, size:].astype(float)).mean() > 10.0
+
+
+# --- a driver whose face is lost ------------------------------------------------------------------------------------
+
+
+def test_frames_where_the_drivers_face_is_lost_hold_the_last_good_expression_and_pose(
+        trained_avatar: Path, face_then_no_face_video: Path, tmp_path: Path, capsys):
+    from avatar4d.tracking.landmarks import FaceDetector
+
+    capsys.readouterr()
+    avatar, track, result = drive(trained_avatar, face_then_no_face_video)
+    held = result.held
+    np.testing.assert_array_equal(held, ~track.tracked)
+    assert held.any() and (~held).any(), "the clip has a face for part of its length"
+    assert f"the driver's face was lost in {int(held.sum())} of {len(held)} frames" in capsys.readouterr().err
+    good_codes = transfer_expressions(track.model, track.fit.codes, avatar.face_model)
+    np.testing.assert_allclose(result.codes[~held], good_codes, atol=1e-12)
+    last = 0
+    for i in range(len(held)):
+        if not held[i]:
+            last = i
+        else:
+            np.testing.assert_array_equal(result.codes[i], result.codes[last])
+            np.testing.assert_array_equal(result.camera_from_head[i], result.camera_from_head[last])
+    # an independent look (face detection, not the landmark tracker): where it sees no face, the frame is held
+    with FaceDetector() as detector:
+        for frame in iter_frames(face_then_no_face_video, every=6):
+            if not detector.detect(frame.image):
+                assert held[frame.index], frame.index
+
+    # the still of a held frame shows the avatar as in the last good frame
+    first_held = int(np.argmax(held))
+    out = tmp_path / "held.png"
+    reenact(trained_avatar, face_then_no_face_video, out, frame=first_held + 5)
+    size = avatar.image_size
+    np.testing.assert_array_equal(read_png(out)[:, size:], rendered(avatar, result.camera_from_head[first_held - 1],
+                                                                     result.codes[first_held - 1], size))
+
+
+# --- refusals: the right error, and nothing overwritten -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_avatars(trained_avatar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("broken")
+    incomplete = root / "incomplete"
+    shutil.copytree(trained_avatar, incomplete)
+    (incomplete / "model.safetensors").unlink()
+    other_version = root / "other_version"
+    shutil.copytree(trained_avatar, other_version)
+    config = json.loads((other_version / "config.json").read_text())
+    config["version"] = 99
+    (other_version / "config.json").write_text(json.dumps(config))
+    return {"incomplete": incomplete, "other_version": other_version, "missing": root / "missing"}
+
+
+@pytest.mark.parametrize("which, message", [
+    ("incomplete", "missing model.safetensors"),
+    ("other_version", "version 99"),
+    ("missing", "not an avatar folder"),
+])
+@pytest.mark.parametrize("name, frame", [("reenactment.mp4", None), ("still.png", 3)])
+def test_a_broken_avatar_raises_avatar_error_and_leaves_the_output_alone(broken_avatars, driver_video: Path,
+                                                                         tmp_path: Path, which: str, message: str,
+                                                                         name: str, frame):
+    out = tmp_path / name
+    out.write_bytes(KNOWN)
+    with pytest.raises(AvatarError, match=message):
+        reenact(broken_avatars[which], driver_video, out, frame=frame, max_frames=12)
+    assert out.read_bytes() == KNOWN
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_driver_with_no_face_raises_input_video_error_and_leaves_the_output_alone(trained_avatar: Path,
+                                                                                     no_face_video: Path,
+                                                                                     tmp_path: Path):
+    out = tmp_path / "reenactment.mp4"
+    out.write_bytes(KNOWN)
+    # face detection sees something face-like in 1 of its 48 sampled frames; the landmark tracker in none
+    with pytest.raises(InputVideoError, match=r"no face found|face is found in only 0 of"):
+        reenact(trained_avatar, no_face_video, out)
+    assert out.read_bytes() == KNOWN
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+@pytest.mark.parametrize("name, kwargs, error, message", [
+    ("reenactment.png", {}, OutputError, r"written as \.mp4"),
+    ("reenactment.avi", {}, OutputError, r"written as \.mp4"),
+    ("still.mp4", {"frame": 3}, OutputError, r"written as \.png"),
+    ("still.png", {"frame": 12}, ControlError, "outside the driver's 12 frames"),
+    ("still.png", {"frame": -1}, ControlError, "outside"),
+    ("reenactment.mp4", {"size": -4}, ControlError, "positive number of pixels"),
+])
+def test_bad_outputs_and_values_raise_and_leave_the_output_alone(trained_avatar: Path, driver_video: Path,
+                                                                 tmp_path: Path, name: str, kwargs: dict, error,
+                                                                 message: str):
+    out = tmp_path / name
+    out.write_bytes(KNOWN)
+    with pytest.raises(error, match=message):
+        reenact(trained_avatar, driver_video, out, max_frames=12, **kwargs)
+    assert out.read_bytes() == KNOWN
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_an_output_in_a_missing_folder_raises_output_error(trained_avatar: Path, driver_video: Path, tmp_path: Path):
+    with pytest.raises(OutputError, match="does not exist"):
+        reenact(trained_avatar, driver_video, tmp_path / "gone" / "reenactment.mp4", max_frames=12)
+    assert list(tmp_path.iterdir()) == []
