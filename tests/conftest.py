@@ -3,7 +3,6 @@ small prepared dataset made from it once per test session."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from avatar4d.errors import Avatar4dError
 from avatar4d.samples import sample_path
+from torch_threads import torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AVATAR4D_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -102,21 +102,6 @@ def face_template(prepared_dataset: Path):
     from avatar4d.dataset.layout import load_dataset
 
     return load_dataset(prepared_dataset).face_model.template.astype("float64")
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run with ``count`` torch threads, then restore the previous number. Training on 2 cores shared with other
-    jobs is several times faster on one thread (two threads mostly wait for each other). Runs whose weights are
-    compared bit for bit use the same count, so that no reduction could be split differently."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture

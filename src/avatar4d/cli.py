@@ -161,12 +161,14 @@ def _render(args: RenderArgs) -> None:
     renders = args.avatar / "renders"
     if args.orbit:
         out = args.out or renders / "orbit.mp4"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out is None:
+            renders.mkdir(exist_ok=True)
         render_orbit(args.avatar, out, frames=args.frames, yaw_deg=args.yaw, pitch_deg=args.pitch,
                      expression=expression, size=args.size, extrapolate=args.extrapolate)
     else:
         out = args.out or renders / "edit.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out is None:
+            renders.mkdir(exist_ok=True)
         render_edit(args.avatar, out, expression=expression, rotation=rotation, size=args.size, frames=args.frames,
                     extrapolate=args.extrapolate)
     print(out)

@@ -134,11 +134,6 @@ def test_moving_the_jaw_slider_in_a_browser_changes_the_face(chromium, viewer, t
     assert outside.max() == 0, "background, hair and torso do not change with the expression"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "on the sample clip jaw_open, smile and pucker correlate at |r| >= 0.98, so the control map's multiple "
-    "regression gives jaw_open a code direction off the video's expressions (cosine 0.02 with the code's own "
-    "regression on jaw_open): the face changes, not mainly the mouth. Along the video's jaw direction the mouth "
-    "changes 3x more than the forehead. A fix belongs in tracking/controls.py (fit_control_map)."))
 def test_the_jaw_slider_moves_the_mouth_more_than_the_forehead(viewer):
     from avatar4d.tracking import landmarks as lm
     from avatar4d.viewer.view_state import rest_state

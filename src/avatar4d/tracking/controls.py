@@ -188,8 +188,10 @@ def resolve_expression(assignments: dict[str, float], controls: ControlMap, code
     """Turn named settings into an expression code.
 
     Semantic controls not mentioned stay at the video's mean face; the code is ``controls.to_code`` of them; raw
-    components (``e3=1.5``) then set single entries. Without ``extrapolate`` every value is clamped to the range seen
-    in training (controls to their observed normalised range, the final code to each component's observed range).
+    components (``e3=1.5``) then set single entries. Without ``extrapolate`` every value given is clamped to the range
+    seen in training: a control to its observed normalised range, a raw component to that component's observed range.
+    (The code a set of in-range controls maps to is not clipped component by component: it is the video's own
+    direction for those controls, and may pass a single component's extreme slightly.)
 
     Raises:
         ControlError: a name that is neither a control nor a component (the valid names are listed), or a value
@@ -226,9 +228,10 @@ def resolve_expression(assignments: dict[str, float], controls: ControlMap, code
             code[k] = value
             chosen_components[k] = value
     if not extrapolate:
-        limited = np.clip(code, code_min, code_max)
-        for k in np.nonzero(np.abs(limited - code) > 1e-9)[0]:
-            clamped.append(f"e{k}={code[k]:.3g} clamped to {limited[k]:.3g} (seen: {code_min[k]:.2f}..{code_max[k]:.2f})")
-        code = limited
+        for k in chosen_components:
+            limited = float(np.clip(code[k], code_min[k], code_max[k]))
+            if abs(limited - code[k]) > 1e-9:
+                clamped.append(f"e{k}={code[k]:.3g} clamped to {limited:.3g} (seen: {code_min[k]:.2f}..{code_max[k]:.2f})")
+                code[k] = limited
         chosen_components = {k: float(code[k]) for k in chosen_components}
     return ExpressionEdit(code=code, controls=chosen_controls, components=chosen_components, clamped=clamped)

@@ -381,6 +381,8 @@ def track_video(video: Path, config: PrepareConfig = PrepareConfig(overlay=False
             if item.landmarks is not None:
                 landmarks.append(item.landmarks)
             progress.update()
+    if not landmarks:
+        raise InputVideoError(f"no face found in {video}: face landmarks were found in none of its {len(frames)} frames")
     if len(landmarks) < config.min_frames:
         raise InputVideoError(f"the face is found in only {len(landmarks)} of {len(frames)} frames of {video}; at "
                               f"least {config.min_frames} are needed")
