@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-BUDGET_MARKS_S = (60, 120, 300, 600)
+BUDGET_MARKS_S = (60, 120, 180, 300, 600)
 
 
 def _psnr_at(probes: list[dict], seconds: float) -> float | None:

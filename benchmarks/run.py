@@ -43,14 +43,14 @@ class Options:
     """Training preset (default: quality on a GPU, else preview)."""
     iterations: int | None = None
     """Training steps of the preset's schedule (default: the preset's)."""
-    train_budget_s: float = 240.0
+    train_budget_s: float = 180.0
     """Stop each training run after this many seconds (0: run the whole schedule)."""
     probe_every_s: float = 15.0
     """Held-out check interval for the quality-versus-time curve."""
     target_psnr: float = 24.0
     """Report the training time to reach this held-out PSNR."""
     render_sizes: tuple[int, ...] = (256, 512)
-    render_frames: int = 8
+    render_frames: int = 4
     memory_check: bool = True
     """Prepare the longest video also cut to a quarter, to show prepare's peak memory does not grow with length."""
     lpips: bool = True
