@@ -104,7 +104,8 @@ def main(options: Options) -> Path:
     record["total_s"] = round(time.time() - started, 1)
     path = options.results / f"{stamp}-{device}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    table = report.markdown(record, options.target_psnr, curves_dir=options.results / "curves", stamp=stamp)
+    table = report.markdown(record, options.target_psnr, curves_dir=options.results / "curves", stamp=stamp,
+                            link_base=options.results)
     path.with_suffix(".md").write_text(table)
     print(table)
     if options.docs:
