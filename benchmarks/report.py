@@ -111,6 +111,16 @@ def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_
             for size, v in r["render"].items():
                 lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
         lines.append("")
+    demo = record.get("demo")
+    if demo:
+        heldout = demo["heldout"]
+        lines += ["**Demo** (`avatar4d demo` from scratch on the sample clip `single_face.mp4`, the README's main "
+                  "command; the sample download is not timed)", "",
+                  "| " + " | ".join(demo["seconds"]) + " | total (s) | peak RAM (MiB) | held-out PSNR | face PSNR |",
+                  "|" + "---|" * (len(demo["seconds"]) + 4),
+                  "| " + " | ".join(f"{v:.0f}" for v in demo["seconds"].values())
+                  + f" | {demo['wall_s']:.0f} | {_f(demo['peak_rss_mib'], 0)} | {heldout['psnr']:.2f} | "
+                  f"{heldout['face_psnr']:.2f} |", ""]
     return "\n".join(lines)
 
 
@@ -119,7 +129,8 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
     records = []
     for path in sorted(results.glob("*.json"), reverse=True):
         record = json.loads(path.read_text())
-        key = (path.stem.rsplit("-", 1)[-1], tuple(sorted(k for k in ("prepare", "train", "render") if record[k])),
+        key = (path.stem.rsplit("-", 1)[-1],
+               tuple(sorted(k for k in ("prepare", "train", "render", "demo") if record.get(k))),
                record["options"]["train_budget_s"] if record["train"] else None, tuple(record["videos"]))
         if key not in {k for k, _, _ in records}:
             records.append((key, path, record))
@@ -128,8 +139,9 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
              "per kind of run, newest first). Every figure below was measured on the machine named in its section.",
              ""]
     for key, path, record in records:
-        lines += [f"## {record['date'][:10]}: {', '.join(key[1])} on {len(record['videos'])} video(s), "
-                  f"{'GPU' if key[0] == 'gpu' else 'CPU'}", "", f"Record: `benchmarks/results/{path.name}`", ""]
+        on = f" on {len(record['videos'])} video(s)" if record["videos"] else ""
+        lines += [f"## {record['date'][:10]}: {', '.join(key[1])}{on}, {'GPU' if key[0] == 'gpu' else 'CPU'}", "",
+                  f"Record: `benchmarks/results/{path.name}`", ""]
         lines.append(markdown(record, target, curves_dir=results / "curves", stamp=path.stem.rsplit("-", 1)[0],
                               link_base=docs.parent))
         lines.append("")

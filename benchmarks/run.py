@@ -31,7 +31,8 @@ class Options:
     """What to measure."""
 
     stages: tuple[str, ...] = ("prepare", "train", "render")
-    """Any of prepare, train, render (train needs prepare's datasets; render needs train's avatars)."""
+    """Any of prepare, train, render, demo (train needs prepare's datasets; render needs train's avatars; demo times
+    ``avatar4d demo`` from scratch on its own sample clip and is not in the default set)."""
     videos: tuple[str, ...] = ()
     """Video names (stems) in DATA/videos; default: all of them."""
     data: Path = ROOT.parent / "shared" / "data"
@@ -67,6 +68,8 @@ def main(options: Options) -> Path:
     if not videos_dir.is_dir():
         raise SystemExit(f"the shared videos are not at {videos_dir} (pass --data)")
     names = list(options.videos) or sorted(p.stem for p in videos_dir.glob("*.mp4"))
+    if set(options.stages) <= {"demo"}:
+        names = []
     device = "gpu" if torch.cuda.is_available() else "cpu"
     preset = options.preset or ("quality" if device == "gpu" else "preview")
     started = time.time()
@@ -74,7 +77,7 @@ def main(options: Options) -> Path:
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_description(),
                     "options": {k: (str(v) if isinstance(v, Path) else v)
                                 for k, v in dataclasses.asdict(options).items()},
-                    "preset": preset, "videos": names, "prepare": {}, "train": {}, "render": {}}
+                    "preset": preset, "videos": names, "prepare": {}, "train": {}, "render": {}, "demo": {}}
     options.work.mkdir(parents=True, exist_ok=True)
     options.results.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -91,6 +94,12 @@ def main(options: Options) -> Path:
         if "render" in options.stages:
             print(f"[benchmark] render {name}", flush=True)
             record["render"][name] = stages.render(avatar, list(options.render_sizes), options.render_frames)
+    if "demo" in options.stages:
+        from avatar4d.samples import sample_path
+
+        sample_path("single_face.mp4"), sample_path("WolfgangLanger_Pexels.mp4")  # downloaded once, not timed
+        print("[benchmark] avatar4d demo", flush=True)
+        record["demo"] = stages.demo(options.work / "demo")
     if options.memory_check and "prepare" in options.stages:
         longest = max(names, key=lambda n: record["prepare"].get(n, {}).get("frames", 0))
         frames = record["prepare"][longest]["frames"]
