@@ -8,7 +8,6 @@ import os
 import subprocess
 import tempfile
 import sys
-import time
 from pathlib import Path
 
 CHILD = r"""

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -17,17 +16,9 @@ from avatar4d.errors import AvatarError, ControlError, OutputError
 from avatar4d.render.novel_views import HeadRotation, render_edit
 from avatar4d.tracking.controls import CONTROL_NAMES
 from avatar4d.video import iter_frames, probe_video
+from files import KNOWN, read_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
-
-KNOWN = b"an earlier result that must survive\n"
-
-
-def read_png(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    assert image is not None, f"{path} is not a PNG"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
 
 def run(capsys, *argv: object) -> tuple[int, str, str]:
     capsys.readouterr()

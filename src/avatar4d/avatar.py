@@ -15,7 +15,6 @@ AVATAR/
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avatar4d.atomic import atomic_file, write_json_atomic
-from avatar4d.configs import ConfigKeyError, from_dict, to_dict
+from avatar4d.configs import ConfigKeyError, from_dict, read_versioned_json, to_dict
 from avatar4d.environment import package_versions
 from avatar4d.errors import AvatarError, DatasetError
 from avatar4d.field.head_field import FieldGeometry, HeadField
@@ -183,15 +182,8 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     missing = [name for name in REQUIRED_FILES if not (root / name).exists()]
     if missing:
         raise AvatarError(f"{root} is incomplete: missing {', '.join(missing)}; train it again")
-    try:
-        meta = json.loads((root / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise AvatarError(f"{root / 'config.json'} is not valid JSON ({error})") from error
-    if meta.get("format") != AVATAR_FORMAT:
-        raise AvatarError(f"{root} is not an avatar4d avatar (format {meta.get('format')!r})")
-    if meta.get("version") != AVATAR_VERSION:
-        raise AvatarError(f"{root} is a version {meta.get('version')} avatar; this avatar4d reads version "
-                          f"{AVATAR_VERSION}: train it again")
+    meta = read_versioned_json(root / "config.json", kind="avatar", format=AVATAR_FORMAT, version=AVATAR_VERSION,
+                               error=AvatarError, remedy="train it again")
     try:
         config = from_dict(TrainConfig, meta["train"])
         geometry = FieldGeometry.from_dict(meta["geometry"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -12,6 +14,32 @@ T = TypeVar("T")
 
 class ConfigKeyError(ValueError):
     """A stored configuration has keys this version does not know, or lacks required ones."""
+
+
+def read_versioned_json(path: Path, *, kind: str, format: str, version: object, error: type[Exception],
+                        remedy: str) -> dict:
+    """The JSON header of an avatar4d folder (``path`` inside it), checked to be valid JSON of ``format`` and
+    ``version``.
+
+    Args:
+        kind: what the folder is, for messages ("dataset", "avatar").
+        remedy: what to do about a folder of another version ("run prepare again").
+
+    Raises:
+        error: the file is not JSON, or names another format or version.
+    """
+    folder = path.parent
+    try:
+        header = json.loads(path.read_text())
+    except json.JSONDecodeError as failure:
+        raise error(f"{path} is not valid JSON ({failure})") from failure
+    if not isinstance(header, dict) or header.get("format") != format:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise error(f"{folder} is not an avatar4d {kind} (format {found!r})")
+    if header.get("version") != version:
+        raise error(f"{folder} is a version {header.get('version')} {kind}; this avatar4d reads version {version}: "
+                    f"{remedy}")
+    return header
 
 
 def to_dict(config: Any) -> dict:

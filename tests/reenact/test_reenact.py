@@ -22,16 +22,9 @@ from avatar4d.evaluation.strips import to_uint8
 from avatar4d.reenact.reenact import drive, reenact
 from avatar4d.reenact.transfer import transfer_expressions
 from avatar4d.video import iter_frames, probe_video
+from files import KNOWN, read_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
-
-KNOWN = b"an earlier result that must survive\n"
-
-
-def read_png(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    assert image is not None, f"{path} is not a PNG"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def rendered(avatar, camera_from_head: np.ndarray, code: np.ndarray, size: int) -> np.ndarray:

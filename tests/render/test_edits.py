@@ -10,10 +10,8 @@ import math
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
-from torch_threads import torch_threads
 
 from avatar4d.avatar import load_avatar
 from avatar4d.errors import AvatarError, ControlError, OutputError
@@ -28,6 +26,8 @@ from avatar4d.render.novel_views import (
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.controls import CONTROL_NAMES
 from avatar4d.video import iter_frames, probe_video
+from files import KNOWN, read_png
+from torch_threads import torch_threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -40,12 +40,6 @@ yuv420p: at 64 px the halved colour resolution alone costs 3.4 to 4.0; two turne
 @pytest.fixture(scope="module")
 def avatar(trained_avatar: Path):
     return load_avatar(trained_avatar)
-
-
-def read_png(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    assert image is not None, f"{path} is not a PNG"
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_video(path: Path) -> list[np.ndarray]:
@@ -287,9 +281,6 @@ def test_a_missing_state_file_or_a_folder_raises_control_error(tmp_path: Path):
 
 
 # --- refusals: a clear error, and nothing overwritten ---------------------------------------------------------------
-
-KNOWN = b"an earlier result that must survive\n"
-
 
 @pytest.mark.parametrize("expression, message", [
     ("nose_length=1", "unknown control"),

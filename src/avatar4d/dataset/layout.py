@@ -19,7 +19,6 @@ DATASET/
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as serialize
 
 from avatar4d.atomic import write_bytes_atomic
+from avatar4d.configs import read_versioned_json
 from avatar4d.errors import DatasetError
 from avatar4d.tracking.camera import PinholeCamera
 from avatar4d.tracking.face_model import FaceModel
@@ -201,15 +201,8 @@ def load_dataset(root: Path) -> PreparedDataset:
     missing = [p.name for p in layout.required_files() if not p.exists()]
     if missing:
         raise DatasetError(f"{layout.root} is incomplete: missing {', '.join(missing)}; run prepare again")
-    try:
-        manifest = json.loads(layout.manifest.read_text())
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{layout.manifest} is not valid JSON ({error})") from error
-    if manifest.get("format") != DATASET_FORMAT:
-        raise DatasetError(f"{layout.root} is not an avatar4d dataset (format {manifest.get('format')!r})")
-    if manifest.get("version") != DATASET_VERSION:
-        raise DatasetError(f"{layout.root} is a version {manifest.get('version')} dataset; this avatar4d reads "
-                           f"version {DATASET_VERSION}: run prepare again")
+    manifest = read_versioned_json(layout.manifest, kind="dataset", format=DATASET_FORMAT, version=DATASET_VERSION,
+                                   error=DatasetError, remedy="run prepare again")
     tracking = Tracking.load(layout.tracking)
     face_model = FaceModel.load(layout.face_model)
     camera = PinholeCamera(**{k: manifest["camera"][k] for k in ("fx", "fy", "cx", "cy", "width", "height")})
