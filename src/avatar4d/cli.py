@@ -190,13 +190,15 @@ class ReenactArgs:
     """Use at most this many driver frames."""
     expression_only: bool = False
     """Transfer the expression only; keep the avatar's mean head pose."""
+    extrapolate: bool = False
+    """Keep the driver's expression as transferred, beyond the avatar's own spread and the range training saw."""
 
 
 def _reenact(args: ReenactArgs) -> None:
     from avatar4d.reenact.reenact import reenact
 
     reenact(args.avatar, args.driver, args.out, frame=args.frame, size=args.size, max_frames=args.max_frames,
-            expression_only=args.expression_only)
+            expression_only=args.expression_only, extrapolate=args.extrapolate)
 
 
 @dataclass(frozen=True)

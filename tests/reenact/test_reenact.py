@@ -20,7 +20,7 @@ from avatar4d.errors import AvatarError, ControlError, InputVideoError, OutputEr
 from avatar4d.evaluation.metrics import psnr
 from avatar4d.evaluation.strips import to_uint8
 from avatar4d.reenact.reenact import drive, reenact
-from avatar4d.reenact.transfer import transfer_expressions
+from avatar4d.reenact.transfer import clamp_to_range, match_spread, transfer_expressions
 from avatar4d.video import iter_frames, probe_video
 from files import KNOWN, read_png
 
@@ -65,6 +65,24 @@ def test_driving_an_avatar_with_its_own_video_gives_back_its_frames_better_than_
 
 
 # --- another person's clip ------------------------------------------------------------------------------------------
+
+
+def test_another_persons_expression_is_kept_within_the_avatars_spread_and_range_unless_extrapolating(
+        trained_avatar: Path, driver_video: Path, capsys):
+    capsys.readouterr()
+    avatar, track, kept = drive(trained_avatar, driver_video, max_frames=60)
+    model = avatar.face_model
+    own = avatar.frames.codes[avatar.frames.train_indices].std(0)
+    assert (kept.codes.std(0) <= own * (1 + 1e-6)).all()
+    assert (kept.codes >= model.code_min - 1e-12).all() and (kept.codes <= model.code_max + 1e-12).all()
+    _, _, free = drive(trained_avatar, driver_video, max_frames=60, extrapolate=True)
+    raw = transfer_expressions(track.model, track.fit.codes, model)
+    np.testing.assert_allclose(free.codes, raw, atol=1e-12)
+    outside = (raw < model.code_min) | (raw > model.code_max)
+    assert outside.any(), "the other person's raw codes leave the range the avatar saw"
+    note = capsys.readouterr().err
+    assert "clamped to the range seen in training" in note and "--extrapolate" in note
+    np.testing.assert_array_equal(free.camera_from_head, kept.camera_from_head)
 
 
 def test_reenactment_by_another_person_is_a_side_by_side_video_with_their_audio(trained_avatar: Path,
@@ -116,7 +134,10 @@ def test_frames_where_the_drivers_face_is_lost_hold_the_last_good_expression_and
     np.testing.assert_array_equal(held, ~track.tracked)
     assert held.any() and (~held).any(), "the clip has a face for part of its length"
     assert f"the driver's face was lost in {int(held.sum())} of {len(held)} frames" in capsys.readouterr().err
-    good_codes = transfer_expressions(track.model, track.fit.codes, avatar.face_model)
+    model = avatar.face_model
+    good_codes = match_spread(transfer_expressions(track.model, track.fit.codes, model),
+                              avatar.frames.codes[avatar.frames.train_indices].std(0))
+    good_codes, _ = clamp_to_range(good_codes, model.code_min, model.code_max)
     np.testing.assert_allclose(result.codes[~held], good_codes, atol=1e-12)
     last = 0
     for i in range(len(held)):

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar4d.reenact.transfer import hold_last_good, mean_pose, transfer_expressions, transfer_poses
+from avatar4d.reenact.transfer import (
+    clamp_to_range,
+    hold_last_good,
+    match_spread,
+    mean_pose,
+    transfer_expressions,
+    transfer_poses,
+)
 from avatar4d.render.novel_views import HeadRotation, rotated_pose
 from avatar4d.tracking.face_model import FaceModel
 from avatar4d.tracking.expression import ExpressionBasis
@@ -165,3 +172,35 @@ def test_hold_last_good_matches_a_loop(pattern):
 def test_hold_last_good_with_no_good_row_says_so():
     with pytest.raises(ValueError, match="no good rows"):
         hold_last_good(np.zeros((0, 4)), np.zeros(5, dtype=bool))
+
+
+def test_match_spread_scales_only_components_wider_than_the_reference_by_a_loop():
+    codes = np.random.default_rng(3).normal(size=(50, 4)) * np.array([0.5, 1.0, 3.0, 6.0])
+    reference = np.array([1.0, 1.0, 1.0, 2.0])
+    matched = match_spread(codes, reference)
+    for k in range(4):
+        spread = codes[:, k].std()
+        expected = codes[:, k] * (reference[k] / spread if spread > reference[k] else 1.0)
+        np.testing.assert_allclose(matched[:, k], expected, rtol=1e-12)
+    np.testing.assert_allclose(matched.std(0), np.minimum(codes.std(0), reference), rtol=1e-12)
+
+
+def test_match_spread_of_another_persons_codes_brings_them_to_the_subjects_spread(subject, driver_track):
+    """On real tracking: the sample driver's codes, laid on the subject's basis, are wider than the subject's own in
+    some components; afterwards no component is wider, and components within the spread are untouched."""
+    model = subject.face_model
+    own = subject.tracking.expression[subject.train_indices].std(0)
+    transferred = transfer_expressions(driver_track.model, driver_track.fit.codes, model)
+    wider = transferred.std(0) > own
+    assert wider.any(), "the driver's minor components spread wider than the subject's own"
+    matched = match_spread(transferred, own)
+    assert (matched.std(0) <= own * (1 + 1e-6)).all()
+    np.testing.assert_array_equal(matched[:, ~wider], transferred[:, ~wider])
+
+
+def test_clamp_to_range_clips_each_component_and_names_the_frames_it_changed():
+    codes = np.array([[0.0, 0.5], [2.0, 0.0], [0.0, -3.0], [1.0, 1.0]])
+    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    clipped, changed = clamp_to_range(codes, low, high)
+    np.testing.assert_array_equal(clipped, [[0.0, 0.5], [1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(changed, [False, True, True, False])

@@ -13,7 +13,14 @@ from avatar4d.avatar import load_avatar
 from avatar4d.errors import ControlError, OutputError
 from avatar4d.evaluation.strips import to_uint8, write_png
 from avatar4d.progress import Progress, note
-from avatar4d.reenact.transfer import hold_last_good, mean_pose, transfer_expressions, transfer_poses
+from avatar4d.reenact.transfer import (
+    clamp_to_range,
+    hold_last_good,
+    match_spread,
+    mean_pose,
+    transfer_expressions,
+    transfer_poses,
+)
 from avatar4d.tracking.prepare import PrepareConfig, track_video
 from avatar4d.video.read import iter_frames, prefetch
 from avatar4d.video.write import Mp4Writer
@@ -35,8 +42,12 @@ class Reenactment:
 
 
 def drive(avatar_dir: Path, driver: Path, *, max_frames: int | None = None, fov_deg: float = 70.0,
-          expression_only: bool = False):
+          expression_only: bool = False, extrapolate: bool = False):
     """Track a driver video and transfer it onto an avatar (no rendering).
+
+    Args:
+        extrapolate: keep the transferred codes as they are; by default each component is scaled down to the
+            avatar's own spread over the clip and clipped to the range training saw (see :mod:`.transfer`).
 
     Returns:
         The loaded avatar and the :class:`Reenactment` (without output).
@@ -46,6 +57,13 @@ def drive(avatar_dir: Path, driver: Path, *, max_frames: int | None = None, fov_
     track = track_video(driver, PrepareConfig(size=256, fov_deg=fov_deg, max_frames=max_frames, overlay=False,
                                               min_frames=min(10, max_frames or 10)))
     codes = transfer_expressions(track.model, track.fit.codes, avatar.face_model)
+    if not extrapolate:
+        model = avatar.face_model
+        codes = match_spread(codes, avatar.frames.codes[avatar.frames.train_indices].std(axis=0))
+        codes, clipped = clamp_to_range(codes, model.code_min, model.code_max)
+        if clipped.any():
+            note(f"the driver's expression went beyond what the avatar's video showed in {int(clipped.sum())} of "
+                 f"{len(clipped)} frames: clamped to the range seen in training (--extrapolate keeps it)")
     avatar_mean = avatar.frames.mean_camera_from_head
     if expression_only:
         poses = np.repeat(avatar_mean[None], len(codes), axis=0)
@@ -60,7 +78,8 @@ def drive(avatar_dir: Path, driver: Path, *, max_frames: int | None = None, fov_
 
 
 def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = None, size: int | None = None,
-            max_frames: int | None = None, fov_deg: float = 70.0, expression_only: bool = False) -> Reenactment:
+            max_frames: int | None = None, fov_deg: float = 70.0, expression_only: bool = False,
+            extrapolate: bool = False) -> Reenactment:
     """Drive an avatar with a video.
 
     Args:
@@ -70,6 +89,7 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
         frame: render only this driver frame (0-based, among the processed frames).
         size: output height of each panel (default: the avatar's training resolution).
         expression_only: keep the avatar's mean head pose; transfer the expression only.
+        extrapolate: keep the transferred expression beyond the avatar's own spread and range (see :func:`drive`).
     """
     out = Path(out)
     wanted = (".png",) if frame is not None else (".mp4",)
@@ -81,7 +101,7 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
     if size is not None and size < 1:
         raise ControlError(f"--size must be a positive number of pixels, got {size}")
     avatar, track, result = drive(avatar_dir, driver, max_frames=max_frames, fov_deg=fov_deg,
-                                  expression_only=expression_only)
+                                  expression_only=expression_only, extrapolate=extrapolate)
     size = size or avatar.image_size
     size += size % 2
     if frame is not None and not 0 <= frame < len(result.codes):

@@ -2,7 +2,11 @@
 
 Expression: the driver's non-rigid landmark residuals relative to the driver's own neutral (mean) face, laid on the
 avatar's template and projected onto the avatar's expression basis. Both head frames are defined the same way (eye
-axis, up, metric scale from the eye distance), so residuals in metres carry over without retargeting.
+axis, up, metric scale from the eye distance), so residuals in metres carry over without retargeting. Another face
+moves in ways the avatar's minor components explain only by large values (on the shared drivers their spread is 2 to 5
+times what the avatar's own video gave them, and the field breaks up there): :func:`match_spread` scales each
+component of a driven clip down to the avatar's own spread, and :func:`clamp_to_range` keeps each within what training
+saw.
 
 Head motion: the driver's pose relative to its mean pose, applied around the avatar's mean pose.
 """
@@ -28,6 +32,35 @@ def transfer_expressions(driver: FaceModel, driver_codes: np.ndarray, avatar: Fa
     """
     residuals = driver.basis.decode(driver_codes)  # (F, L, 3) metres, relative to the driver's neutral face
     return avatar.basis.encode(residuals)
+
+
+def match_spread(codes: np.ndarray, reference_std: np.ndarray) -> np.ndarray:
+    """Scale each component down (never up) so that its spread over the clip is at most the reference's.
+
+    Args:
+        codes: (F, K) transferred codes of a driven clip.
+        reference_std: (K,) the avatar's spread of each component over its training frames.
+
+    Returns:
+        (F, K) ``codes * min(1, reference_std / std(codes))``, per component.
+    """
+    spread = codes.std(axis=0)
+    factor = np.minimum(1.0, reference_std / np.maximum(spread, 1e-12))
+    return codes * factor
+
+
+def clamp_to_range(codes: np.ndarray, code_min: np.ndarray, code_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clip each component to the range seen in training.
+
+    Args:
+        codes: (F, K).
+        code_min, code_max: (K,) the range of each component over the training frames.
+
+    Returns:
+        The (F, K) clipped codes and an (F,) bool that says which frames were changed.
+    """
+    clipped = np.clip(codes, code_min, code_max)
+    return clipped, (clipped != codes).any(axis=1)
 
 
 def transfer_poses(driver_camera_from_head: np.ndarray, driver_mean: np.ndarray, avatar_mean: np.ndarray) -> np.ndarray:
