@@ -184,6 +184,9 @@ class FaceMeshTracker:
         self.close()
         with quiet_native_logs():
             self._mesh = start_quietly(mp.solutions.face_mesh.FaceMesh(**self._options))
+        # the landmark calculators log a warning the first time a face goes through them (a blank warm-up image has
+        # none): keep native logs silent until then
+        self._before_first_face = True
 
     def track(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks of the face in an (H, W, 3) uint8 RGB image.
@@ -193,7 +196,12 @@ class FaceMeshTracker:
             face is found.
         """
         height, width = image.shape[:2]
-        result = self._mesh.process(image)
+        if self._before_first_face:
+            with quiet_native_logs():
+                result = self._mesh.process(image)
+            self._before_first_face = not result.multi_face_landmarks
+        else:
+            result = self._mesh.process(image)
         if not result.multi_face_landmarks:
             return None
         points = result.multi_face_landmarks[0].landmark
