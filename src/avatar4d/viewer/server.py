@@ -329,36 +329,33 @@ class ViewerSession:
 
     # --- event handlers (viser calls them on its thread pool; ``event.client`` is None for our own updates) ------
 
-    def _control_handler(self, index: int, handle, low: float, high: float):
+    def _slider_handler(self, handle, low: float, high: float, current: Callable[[ViewState], float],
+                        apply: Callable[[ViewState, float], ViewState]):
+        """An ``on_update`` for a slider: its value checked (clamped to [low, high] or refused, back to
+        ``current(state)``), then ``apply(state, value)`` is the new state."""
         def on_update(event) -> None:
             if event.client is None:
                 return
             with self._lock:
-                value = self._checked(handle, low, high, self.state.controls[index])
+                value = self._checked(handle, low, high, current(self.state))
                 if value is not None:
-                    self._change(self.state.with_control(index, value))
+                    self._change(apply(self.state, value))
         return on_update
+
+    def _control_handler(self, index: int, handle, low: float, high: float):
+        return self._slider_handler(handle, low, high, lambda state: state.controls[index],
+                                    lambda state, value: state.with_control(index, value))
 
     def _component_handler(self, k: int, handle, low: float, high: float):
-        def on_update(event) -> None:
-            if event.client is None:
-                return
-            with self._lock:
-                value = self._checked(handle, low, high, float(resolve_state(self.avatar, self.state).code[k]))
-                if value is not None:
-                    self._change(self.state.with_component(k, value))
-        return on_update
+        return self._slider_handler(handle, low, high,
+                                    lambda state: float(resolve_state(self.avatar, state).code[k]),
+                                    lambda state, value: state.with_component(k, value))
 
     def _pose_handler(self, name: str, handle, limit: float):
-        def on_update(event) -> None:
-            if event.client is None:
-                return
-            with self._lock:
-                value = self._checked(handle, -limit, limit, getattr(self.state.rotation, name))
-                if value is not None:
-                    rotation = dataclasses.replace(self.state.rotation, **{name: value})
-                    self._change(dataclasses.replace(self.state, rotation=rotation))
-        return on_update
+        def turned(state: ViewState, value: float) -> ViewState:
+            return dataclasses.replace(state, rotation=dataclasses.replace(state.rotation, **{name: value}))
+
+        return self._slider_handler(handle, -limit, limit, lambda state: getattr(state.rotation, name), turned)
 
     def _on_frame(self, event) -> None:
         if event.client is None:
