@@ -241,6 +241,11 @@ def _background(run: Run, background: torch.Tensor) -> torch.Tensor:
     return background if run.config.use_background else torch.zeros_like(background)
 
 
+def _next_probe_after(elapsed_s: float, every_s: float) -> float:
+    """The first multiple of ``every_s`` after ``elapsed_s`` (never, for ``every_s`` <= 0)."""
+    return (math.floor(elapsed_s / every_s) + 1) * every_s if every_s > 0 else math.inf
+
+
 def _train_loop(run: Run, work_dir: Path) -> None:
     config = run.config
     total = config.schedule.iterations
@@ -249,8 +254,7 @@ def _train_loop(run: Run, work_dir: Path) -> None:
     last_checkpoint = time.perf_counter()
     mask_weight = config.loss.mask if config.use_background else 0.0
     loss_config = dataclasses.replace(config.loss, mask=mask_weight)
-    next_probe = (math.floor(run.state.elapsed_s / config.probe_every_s) + 1) * config.probe_every_s \
-        if config.probe_every_s > 0 else math.inf
+    next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
     step_started = time.perf_counter()
     with Progress("train", total, "it") as progress:
         progress.update(run.state.step)
@@ -303,22 +307,22 @@ def _train_loop(run: Run, work_dir: Path) -> None:
             now = time.perf_counter()
             run.state.elapsed_s += now - step_started
             psnr = psnr_from_mse(terms.rgb)
-            progress.set(loss=terms.as_floats()["total"], psnr=psnr, res=size,
+            losses = terms.as_floats()
+            progress.set(loss=losses["total"], psnr=psnr, res=size,
                          occ=f"{run.occupancy.occupied_fraction:.2f}")
             progress.update()
             if run.state.step % 10 == 0 or run.state.step == total:
                 run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
                                       "resolution": size, "lr_factor": factor, "psnr": psnr,
                                       "samples_per_ray": output.samples_evaluated / output.opacity.shape[0],
-                                      "occupied": run.occupancy.occupied_fraction, **terms.as_floats()})
+                                      "occupied": run.occupancy.occupied_fraction, **losses})
             preview = run.state.step in evaluation_steps
             if preview or run.state.elapsed_s >= next_probe:
                 heldout = _probe_heldout(run, work_dir if preview else None)
                 run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
                                       **{f"heldout_{k}": v for k, v in heldout.items()}})
-                progress.set(loss=terms.as_floats()["total"], psnr=psnr, heldout=heldout["psnr"], res=size)
-                while next_probe <= run.state.elapsed_s:
-                    next_probe += config.probe_every_s
+                progress.set(loss=losses["total"], psnr=psnr, heldout=heldout["psnr"], res=size)
+                next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
             due = (now - last_checkpoint >= config.checkpoint_every_s
                    or (config.checkpoint_every_steps and run.state.step % config.checkpoint_every_steps == 0))
             if due and run.state.step < total:
