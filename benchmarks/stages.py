@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 CHILD = r"""
@@ -41,7 +41,7 @@ def run_child(code: str, **arguments) -> dict:
 
 
 PREPARE = """
-from avatar4d.tracking.prepare import PrepareConfig, prepare
+from avatar4d.preparation.prepare import PrepareConfig, prepare
 prepare(args["video"], args["out"], PrepareConfig(overlay=False, max_frames=args.get("max_frames")))
 manifest = json.load(open(args["out"] + "/manifest.json"))
 result.update(frames=manifest["frames"]["kept"], dropped=manifest["frames"]["dropped"],
@@ -70,7 +70,7 @@ result.update(training_s=log["training_seconds"], device=log["device"],
 RENDER = """
 import time, numpy as np, torch
 from avatar4d.avatar import load_avatar
-from avatar4d.render.novel_views import HeadRotation, rotated_pose
+from avatar4d.geometry.angles import HeadRotation, rotated_pose
 avatar = load_avatar(args["avatar"], device="cuda" if torch.cuda.is_available() else "cpu")
 codes = avatar.frames.codes[avatar.frames.train_indices]
 mean = avatar.frames.mean_camera_from_head

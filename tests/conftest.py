@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from torch_threads import torch_threads
 
 from avatar4d.errors import Avatar4dError
 from avatar4d.samples import sample_path
-from torch_threads import torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AVATAR4D_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -58,7 +58,8 @@ def shared_videos() -> Path:
 @pytest.fixture(scope="session")
 def prepared_dataset(tmp_path_factory: pytest.TempPathFactory, face_video: Path) -> Path:
     """The sample clip prepared at 256 px (all 72 frames), once per session."""
-    from avatar4d.tracking.prepare import PrepareConfig, prepare
+    from avatar4d.preparation.config import PrepareConfig
+    from avatar4d.preparation.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "dataset"
     prepare(face_video, out, PrepareConfig(size=256))

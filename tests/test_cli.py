@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from files import KNOWN, read_png
 
 from avatar4d.cli import main
 from avatar4d.errors import AvatarError, ControlError, OutputError
-from avatar4d.render.novel_views import HeadRotation, render_edit
+from avatar4d.geometry.angles import HeadRotation
+from avatar4d.novel_views import render_edit
 from avatar4d.tracking.controls import CONTROL_NAMES
 from avatar4d.video import iter_frames, probe_video
-from files import KNOWN, read_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

@@ -8,7 +8,7 @@ import pytest
 
 from avatar4d.configs import ConfigKeyError, from_dict, to_dict
 from avatar4d.training import presets
-from avatar4d.training.trainer import TrainConfig
+from avatar4d.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))

@@ -20,11 +20,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "prepare": "avatar4d.tracking.prepare",
+    "prepare": "avatar4d.preparation.prepare",
     "train": "avatar4d.training.trainer",
     "evaluate": "avatar4d.evaluation.evaluate",
-    "render_orbit": "avatar4d.render.novel_views",
-    "render_edit": "avatar4d.render.novel_views",
+    "render_orbit": "avatar4d.novel_views",
+    "render_edit": "avatar4d.novel_views",
     "reenact": "avatar4d.reenact.reenact",
     "export_mesh": "avatar4d.mesh",
     "export_nerface": "avatar4d.dataset.nerface_format",

@@ -1,4 +1,4 @@
-"""The avatar folder and the one loader behind every later stage (evaluate, render, reenact, view, mesh).
+"""The avatar folder, and the one front end behind every later stage (evaluate, render, reenact, view, mesh).
 
 ```
 AVATAR/
@@ -11,29 +11,39 @@ AVATAR/
   training_curve.png     the same as a plot
   previews/              renders during training (ground truth | render)
 ```
+
+:func:`load_avatar` opens the folder on a device; :meth:`Avatar.render` is the one render call (pose, expression
+code, size, cancellation), and every tensor it makes is on the avatar's device.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from scipy.spatial.transform import Rotation
 
 from avatar4d.atomic import atomic_file, write_json_atomic
 from avatar4d.configs import ConfigKeyError, from_dict, read_versioned_json, to_dict
-from avatar4d.environment import package_versions
+from avatar4d.environment import package_versions, pick_device
 from avatar4d.errors import AvatarError, DatasetError
-from avatar4d.field.head_field import FieldGeometry, HeadField
+from avatar4d.field.head_field import FieldGeometry, HeadField, HeadFieldConfig
+from avatar4d.geometry.angles import yaw_pitch_roll_deg
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.images import read_rgb, resize_square, to_float, write_png
+from avatar4d.progress import note
 from avatar4d.render.marching import OccupancyGrid
-from avatar4d.render.renderer import RenderOutput, render_image
-from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.render.renderer import RendererConfig, RenderOutput, render_image
+from avatar4d.tracking.controls import ExpressionEdit, parse_assignments, resolve_expression
 from avatar4d.tracking.face_model import FaceModel
+from avatar4d.validation import check_image_size
 
 AVATAR_FORMAT = "avatar4d.avatar"
 AVATAR_VERSION = 1
@@ -67,21 +77,40 @@ class AvatarFrames:
     @property
     def mean_camera_from_head(self) -> np.ndarray:
         """(4, 4) the average training pose (rotation averaged, then re-orthonormalised)."""
-        from scipy.spatial.transform import Rotation
-
         poses = self.camera_from_head[self.train_indices]
         out = np.eye(4)
         out[:3, :3] = Rotation.from_matrix(poses[:, :3, :3]).mean().as_matrix()
         out[:3, 3] = poses[:, :3, 3].mean(0)
         return out
 
+    def head_rotations(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """(F, 3) yaw, pitch, roll (degrees) of frames' poses relative to the mean training pose (default: the
+        training frames)."""
+        indices = self.train_indices if indices is None else indices
+        mean = self.mean_camera_from_head
+        relative = np.einsum("ji,fjk->fik", mean[:3, :3], self.camera_from_head[indices, :3, :3])
+        return yaw_pitch_roll_deg(relative)
+
+    def rotation_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(3,) smallest and (3,) largest yaw, pitch, roll seen in training, relative to the mean pose."""
+        angles = self.head_rotations()
+        return angles.min(0), angles.max(0)
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    """What rendering needs of the training configuration (``config.json`` keeps all of it)."""
+
+    field: HeadFieldConfig = dataclasses.field(default_factory=HeadFieldConfig)
+    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+
 
 @dataclass
 class Avatar:
-    """A trained avatar, ready to render."""
+    """A trained avatar on a device, ready to render."""
 
     root: Path
-    config: "TrainConfig"  # noqa: F821 (imported lazily: training imports this module)
+    config: AvatarConfig
     geometry: FieldGeometry
     field: HeadField
     occupancy: OccupancyGrid
@@ -90,24 +119,50 @@ class Avatar:
     """Intrinsics of the dataset's frames (the avatar renders at any size by resizing them)."""
     image_size: int
     """The resolution it was trained at."""
-    scene: torch.Tensor
-    """(S, S, 3) float scene plate in [0, 1], at the dataset's resolution."""
+    scene: np.ndarray
+    """(S, S, 3) uint8 scene plate at the dataset's resolution."""
     frames: AvatarFrames
     dataset_path: Path | None
     device: torch.device
+    _scenes: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def dataset_size(self) -> int:
+        """The dataset's resolution (its frames' side in pixels)."""
+        return int(self.scene.shape[0])
 
     def camera_at(self, size: int) -> PinholeCamera:
         return self.camera.resized(size, size)
 
     def scene_at(self, size: int) -> torch.Tensor:
-        """(size, size, 3) scene plate."""
-        if self.scene.shape[0] == size:
-            return self.scene
-        image = cv2.resize(self.scene.numpy(), (size, size), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(image)
+        """(size, size, 3) float scene plate in [0, 1], on the avatar's device."""
+        if size not in self._scenes:
+            self._scenes[size] = to_float(resize_square(self.scene, size)).to(self.device)
+        return self._scenes[size]
+
+    def output_size(self, size: int | None) -> int:
+        """A requested output side, checked (None: the training resolution); says so when it upsamples."""
+        check_image_size(size)
+        size = size or self.image_size
+        if size > self.dataset_size:
+            note(f"{size} px is above the video's own {self.dataset_size} px: the picture is upsampled, not sharper")
+        return size
+
+    def resolve_expression(self, assignments: dict[str, float] | str | None, *,
+                           extrapolate: bool = False) -> ExpressionEdit:
+        """Resolve ``"jaw_open=0.8,e0=2"`` (or a dict) against the face model; notes any clamping."""
+        if isinstance(assignments, str):
+            assignments = parse_assignments(assignments)
+        model = self.face_model
+        edit = resolve_expression(assignments or {}, model.controls, model.code_min, model.code_max,
+                                  extrapolate=extrapolate)
+        for message in edit.clamped:
+            note(f"{message}; pass --extrapolate to go beyond what training saw")
+        return edit
 
     def render(self, camera_from_head: np.ndarray, code: np.ndarray, *, size: int | None = None,
-               latent: torch.Tensor | None = None, background: torch.Tensor | None = None) -> RenderOutput:
+               latent: torch.Tensor | None = None, background: torch.Tensor | None = None,
+               cancelled: Callable[[], bool] | None = None) -> RenderOutput:
         """Render the head with a pose and an expression code, over the scene plate.
 
         Args:
@@ -116,14 +171,26 @@ class Avatar:
             size: output side in pixels (default: the training resolution).
             latent: (D,) latent code (default: the mean of the training frames').
             background: (size, size, 3) a different backdrop in [0, 1].
+            cancelled: asked between chunks of rays; True stops the render (raises ``RenderCancelled``).
+
+        Returns:
+            (size * size, ...) rays, row-major, on the avatar's device.
         """
         size = size or self.image_size
         if latent is None and self.config.field.use_latent_code:
-            latent = self.field.mean_latent().detach()
+            latent = self.field.mean_latent()
         scene = background if background is not None else self.scene_at(size)
-        return render_image(self.field, self.camera_at(size), torch.as_tensor(camera_from_head, dtype=torch.float32),
-                            torch.as_tensor(code, dtype=torch.float32), latent, scene.float(), self.config.renderer,
-                            self.occupancy)
+        pose = torch.as_tensor(np.asarray(camera_from_head), dtype=torch.float32, device=self.device)
+        code_t = torch.as_tensor(np.asarray(code), dtype=torch.float32, device=self.device)
+        return render_image(self.field, self.camera_at(size), pose, code_t, latent, scene.float(),
+                            self.config.renderer, self.occupancy, cancelled=cancelled or (lambda: False))
+
+    def render_image(self, camera_from_head: np.ndarray, code: np.ndarray, size: int | None = None, *,
+                     cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+        """(size, size, 3) float colour in [0, 1] on the CPU: :meth:`render` as a picture."""
+        size = size or self.image_size
+        rgb = self.render(camera_from_head, code, size=size, cancelled=cancelled).rgb
+        return rgb.reshape(size, size, 3).clamp(0, 1).cpu()
 
 
 def save_avatar(root: Path, *, config, geometry: FieldGeometry, field: HeadField, occupancy: OccupancyGrid,
@@ -143,8 +210,7 @@ def save_avatar(root: Path, *, config, geometry: FieldGeometry, field: HeadField
     }
     with atomic_file(root / "frames.safetensors") as tmp:
         save_file(frames, str(tmp))
-    with atomic_file(root / "scene.png") as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(scene, cv2.COLOR_RGB2BGR))
+    write_png(root / "scene.png", scene)
     write_json_atomic(root / "config.json", {
         "format": AVATAR_FORMAT,
         "version": AVATAR_VERSION,
@@ -169,11 +235,12 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "face_model.safetensors", 
 def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     """Open a trained avatar folder, checking that it is complete and of this version.
 
+    Args:
+        device: where to put the field (``"auto"``: a GPU when there is one).
+
     Raises:
         AvatarError: naming what is missing, damaged, unknown, or from another version.
     """
-    from avatar4d.training.trainer import TrainConfig
-
     root = Path(root)
     if not root.is_dir():
         hint = " (training may still be running or was interrupted: see its .partial folder)" \
@@ -185,7 +252,7 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     meta = read_versioned_json(root / "config.json", kind="avatar", format=AVATAR_FORMAT, version=AVATAR_VERSION,
                                error=AvatarError, remedy="train it again")
     try:
-        config = from_dict(TrainConfig, meta["train"])
+        config = from_dict(AvatarConfig, {key: meta["train"][key] for key in ("field", "renderer")})
         geometry = FieldGeometry.from_dict(meta["geometry"])
     except (ConfigKeyError, KeyError, TypeError) as error:
         raise AvatarError(f"{root / 'config.json'} does not match this version of avatar4d: {error}") from error
@@ -202,8 +269,10 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
         frames_t = load_file(str(root / "frames.safetensors"))
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise AvatarError(f"{root}: the weights cannot be loaded ({error}); train it again") from error
-    field.eval().requires_grad_(False)
-    scene = cv2.imread(str(root / "scene.png"))
+    device = pick_device(device)
+    field.eval().requires_grad_(False).to(device)
+    occupancy.to(device)
+    scene = read_rgb(root / "scene.png")
     if scene is None:
         raise AvatarError(f"{root / 'scene.png'} is not an image")
     split = meta["split"]
@@ -213,5 +282,4 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     dataset_path = Path(meta["dataset"]) if meta.get("dataset") else None
     return Avatar(root=root, config=config, geometry=geometry, field=field, occupancy=occupancy,
                   face_model=face_model, camera=PinholeCamera(**meta["camera"]), image_size=int(meta["image_size"]),
-                  scene=torch.from_numpy(cv2.cvtColor(scene, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0),
-                  frames=frames, dataset_path=dataset_path, device=torch.device(device))
+                  scene=scene, frames=frames, dataset_path=dataset_path, device=device)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+
 import tyro
 
 from avatar4d.errors import Avatar4dError
@@ -39,7 +40,8 @@ class PrepareArgs:
 
 
 def _prepare(args: PrepareArgs) -> None:
-    from avatar4d.tracking.prepare import PrepareConfig, prepare
+    from avatar4d.preparation.config import PrepareConfig
+    from avatar4d.preparation.prepare import prepare
 
     config = PrepareConfig(size=args.size, fov_deg=args.fov, max_frames=args.max_frames, every=args.every,
                            num_components=args.components, overlay=args.overlay)
@@ -110,10 +112,7 @@ class ExportArgs:
 
 def _export(args: ExportArgs) -> None:
     from avatar4d.dataset.nerface_format import export_nerface
-    from avatar4d.errors import ControlError
 
-    if args.size is not None and args.size < 1:
-        raise ControlError(f"--size must be a positive number of pixels, got {args.size}")
     export_nerface(args.dataset, args.out, size=args.size)
 
 
@@ -148,7 +147,8 @@ class RenderArgs:
 
 
 def _render(args: RenderArgs) -> None:
-    from avatar4d.render.novel_views import HeadRotation, load_edit_state, render_edit, render_orbit
+    from avatar4d.geometry.angles import HeadRotation
+    from avatar4d.novel_views import load_edit_state, render_edit, render_orbit
 
     expression: dict[str, float] | str = args.expr
     rotation = HeadRotation(args.yaw or 0.0, args.pitch or 0.0, args.roll or 0.0)
@@ -218,9 +218,8 @@ class MeshArgs:
 def _mesh(args: MeshArgs) -> None:
     from avatar4d.avatar import load_avatar
     from avatar4d.mesh import export_mesh
-    from avatar4d.render.novel_views import expression_edit
 
-    code = expression_edit(load_avatar(args.avatar), args.expr, extrapolate=args.extrapolate).code if args.expr \
+    code = load_avatar(args.avatar).resolve_expression(args.expr, extrapolate=args.extrapolate).code if args.expr \
         else None
     result = export_mesh(args.avatar, args.out, code=code, resolution=args.resolution)
     print(result.mesh)

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avatar4d.environment import pick_device
+from avatar4d.evaluation.evaluate import evaluate
+from avatar4d.mesh import export_mesh
+from avatar4d.novel_views import render_orbit
+from avatar4d.preparation.config import PrepareConfig
+from avatar4d.preparation.prepare import prepare
 from avatar4d.progress import note
+from avatar4d.reenact.reenact import reenact
 from avatar4d.samples import sample_path
+from avatar4d.training import presets
+from avatar4d.training.trainer import train
 
 
 @dataclass(frozen=True)
@@ -35,13 +43,6 @@ def run_demo(out: Path = Path("avatar4d-demo"), *, preset: str | None = None, it
         preset: ``preview`` or ``quality`` (default: quality on a GPU, else preview).
         video, driver: use other videos instead of the samples.
     """
-    from avatar4d.evaluation.evaluate import evaluate
-    from avatar4d.mesh import export_mesh
-    from avatar4d.reenact.reenact import reenact
-    from avatar4d.render.novel_views import render_orbit
-    from avatar4d.tracking.prepare import PrepareConfig, prepare
-    from avatar4d.training import presets
-    from avatar4d.training.trainer import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from avatar4d.dataset.nerface_format import (
     read_nerface,
 )
 from avatar4d.errors import DatasetError
-from avatar4d.tracking.head_pose import transform_points
+from avatar4d.geometry.rigid import transform_points
 from avatar4d.tracking.landmarks import STABLE_LANDMARKS
 
 NEAR, FAR = 0.2, 0.8

@@ -13,7 +13,6 @@ from skimage.metrics import structural_similarity
 
 from avatar4d.evaluation.metrics import l1, mask_bbox, psnr, ssim, ssim_map
 
-
 # small convolutions on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

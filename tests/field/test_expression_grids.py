@@ -21,7 +21,6 @@ from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
 from avatar4d.field.voxel_grid import grid_cells
 from avatar4d.tracking import landmarks as lm
 
-
 # small tensor operations on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from avatar4d.field.head_field import FieldGeometry, HeadBoxConfig, HeadField, HeadFieldConfig, field_geometry
 from avatar4d.field.voxel_grid import grid_cells, grid_shape_for_box, total_variation
 
-
 # small tensor operations on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

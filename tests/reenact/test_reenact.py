@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from files import KNOWN, read_png
 
 from avatar4d.avatar import load_avatar
 from avatar4d.dataset.layout import load_dataset
 from avatar4d.errors import AvatarError, ControlError, InputVideoError, OutputError
 from avatar4d.evaluation.metrics import psnr
-from avatar4d.evaluation.strips import to_uint8
+from avatar4d.images import to_uint8
 from avatar4d.reenact.reenact import drive, reenact
 from avatar4d.reenact.transfer import clamp_to_range, match_spread, transfer_expressions
 from avatar4d.video import iter_frames, probe_video
-from files import KNOWN, read_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

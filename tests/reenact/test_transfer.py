@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avatar4d.geometry.angles import HeadRotation, rotated_pose
+from avatar4d.geometry.rigid import invert_rigid
 from avatar4d.reenact.transfer import (
     clamp_to_range,
     hold_last_good,
@@ -17,10 +19,9 @@ from avatar4d.reenact.transfer import (
     transfer_expressions,
     transfer_poses,
 )
-from avatar4d.render.novel_views import HeadRotation, rotated_pose
-from avatar4d.tracking.face_model import FaceModel
 from avatar4d.tracking.expression import ExpressionBasis
-from avatar4d.tracking.head_pose import invert_pose, pose_from_head_angles
+from avatar4d.tracking.face_model import FaceModel
+from avatar4d.tracking.head_pose import pose_from_head_angles
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def subject(prepared_dataset: Path):
 @pytest.fixture(scope="module")
 def driver_track(driver_video: Path):
     """The other person's clip, tracked over its first 60 frames (their own face model and codes)."""
-    from avatar4d.tracking.prepare import PrepareConfig, track_video
+    from avatar4d.preparation.config import PrepareConfig
+    from avatar4d.preparation.passes import track_video
 
     return track_video(driver_video, PrepareConfig(max_frames=60, overlay=False))
 
@@ -75,7 +77,7 @@ def test_transfer_poses_of_a_real_track_matches_the_formula_and_keeps_each_frame
     np.testing.assert_allclose(avatar, transfer_by_formula(poses, driver_mean, AVATAR_MEAN), atol=1e-12)
     # motion between any two frames, seen from the head, is the same for the driver and the avatar
     for a, b in [(0, 10), (5, 60), (30, 31)]:
-        np.testing.assert_allclose(invert_pose(avatar[a]) @ avatar[b], invert_pose(poses[a]) @ poses[b], atol=1e-12)
+        np.testing.assert_allclose(invert_rigid(avatar[a]) @ avatar[b], invert_rigid(poses[a]) @ poses[b], atol=1e-12)
     np.testing.assert_allclose(avatar[:, 3], np.tile([0.0, 0.0, 0.0, 1.0], (len(poses), 1)), atol=1e-15)
 
 

@@ -8,15 +8,14 @@ import dataclasses
 import pytest
 import torch
 
+from avatar4d.field.expression_grids import ExpressionGridsConfig
 from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
 from avatar4d.field.voxel_grid import VoxelGridConfig
-from avatar4d.field.expression_grids import ExpressionGridsConfig
-from avatar4d.render.cameras import pixel_centers, pixel_directions
-from avatar4d.render.canonical import invert_rigid, rays_to_head_space
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rays import pixel_centers, pixel_directions, rays_to_head_space
+from avatar4d.geometry.rigid import invert_rigid
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import RendererConfig, render_image, render_rays
-from avatar4d.tracking.camera import PinholeCamera
-
 
 # small tensor operations on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from avatar4d.tracking.camera import PinholeCamera, SquareCrop, choose_crop, crop_camera, source_camera
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.tracking.camera import SquareCrop, choose_crop, crop_camera, source_camera
 from avatar4d.tracking.landmarks import FaceBox, FaceDetector
 
 

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from avatar4d.dataset.layout import load_dataset
 from avatar4d.errors import DatasetError
+from avatar4d.geometry.rigid import make_pose, transform_points
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.face_model import (
     INTER_PUPIL_DISTANCE_M,
@@ -18,7 +19,7 @@ from avatar4d.tracking.face_model import (
     normalise_template,
     remove_rigid_motion,
 )
-from avatar4d.tracking.head_pose import landmarks_to_head_space, make_pose, transform_points
+from avatar4d.tracking.head_pose import landmarks_to_head_space
 
 STABLE = np.asarray(lm.STABLE_LANDMARKS)
 

@@ -11,24 +11,22 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from avatar4d.dataset.layout import load_dataset
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rigid import invert_rigid, make_pose, transform_points
 from avatar4d.tracking import landmarks as lm
-from avatar4d.tracking.camera import PinholeCamera
 from avatar4d.tracking.head_pose import (
+    PoseSmoothingConfig,
     contiguous_segments,
     head_angles_deg,
-    invert_pose,
     landmarks_to_head_space,
-    make_pose,
+    one_euro,
     pose_from_head_angles,
     project_template,
     reprojection_errors,
     rigid_align,
     rotation_angle_deg,
-    PoseSmoothingConfig,
-    one_euro,
     smooth_poses,
     solve_head_pose,
-    transform_points,
 )
 
 STABLE = np.asarray(lm.STABLE_LANDMARKS)
@@ -119,9 +117,9 @@ def random_poses(count: int, seed: int = 0) -> np.ndarray:
 
 def test_invert_pose_equals_matrix_inverse():
     poses = random_poses(10)
-    np.testing.assert_allclose(invert_pose(poses), np.linalg.inv(poses), atol=1e-12)
-    np.testing.assert_allclose(invert_pose(poses[3]), np.linalg.inv(poses[3]), atol=1e-12)
-    np.testing.assert_allclose(invert_pose(poses) @ poses, np.broadcast_to(np.eye(4), poses.shape), atol=1e-12)
+    np.testing.assert_allclose(invert_rigid(poses), np.linalg.inv(poses), atol=1e-12)
+    np.testing.assert_allclose(invert_rigid(poses[3]), np.linalg.inv(poses[3]), atol=1e-12)
+    np.testing.assert_allclose(invert_rigid(poses) @ poses, np.broadcast_to(np.eye(4), poses.shape), atol=1e-12)
 
 
 def test_transform_points_equals_homogeneous_product():

@@ -109,7 +109,7 @@ import json, sys
 import torch
 torch.set_num_threads(1)  # as the unbroken run (conftest.torch_threads)
 from avatar4d.configs import from_dict
-from avatar4d.training.trainer import TrainConfig, train
+from avatar4d.training.config import TrainConfig; from avatar4d.training.trainer import train
 train(sys.argv[1], sys.argv[2], from_dict(TrainConfig, json.loads(sys.argv[3])))
 """
 

@@ -171,7 +171,7 @@ def test_the_mouse_orbits_and_zooms_and_reset_returns(chromium, viewer):
 def test_save_buttons_write_a_png_and_a_state_for_avatar4d_render(chromium, viewer):
     import cv2
 
-    from avatar4d.render.novel_views import load_edit_state
+    from avatar4d.novel_views import load_edit_state
     from avatar4d.viewer.view_state import state_rotation
 
     folder = viewer.avatar.root / "viewer"

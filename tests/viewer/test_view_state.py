@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar4d.render.novel_views import HeadRotation
+from avatar4d.geometry.angles import HeadRotation
 from avatar4d.viewer.view_state import (
     BACKDROP_RGB,
     REST_CAMERA_LOOK_AT,
@@ -123,7 +123,7 @@ def test_a_replayed_frame_has_its_tracked_pose_and_code(avatar):
 def test_the_saved_state_renders_the_same_picture_with_avatar4d_render(avatar, tmp_path):
     """The JSON the Save button writes, read the way `avatar4d render --state` reads it, gives the viewer's picture."""
     from avatar4d.atomic import write_json_atomic
-    from avatar4d.render.novel_views import expression_edit, load_edit_state, render_frame
+    from avatar4d.novel_views import load_edit_state, render_frame
     from avatar4d.viewer.server import render_view
     from avatar4d.viewer.view_state import resolve_state, rest_state, state_json, state_pose, state_rotation
 
@@ -133,7 +133,7 @@ def test_the_saved_state_renders_the_same_picture_with_avatar4d_render(avatar, t
     write_json_atomic(path, state_json(avatar, state))
     expression, rotation = load_edit_state(path)
     assert rotation == state_rotation(avatar, state)
-    code = expression_edit(avatar, expression).code
+    code = avatar.resolve_expression(expression).code
     np.testing.assert_allclose(code, resolve_state(avatar, state).code, atol=1e-9)
     cli_picture = render_frame(avatar, code, rotation, 48)
     viewer_picture = render_view(avatar, state_pose(avatar, state), resolve_state(avatar, state).code, 48)
@@ -144,7 +144,7 @@ def test_the_saved_state_renders_the_same_picture_with_avatar4d_render(avatar, t
 def test_a_replayed_frame_edited_by_a_slider_is_saved_exactly(avatar, tmp_path):
     """After a frame replay the sliders edit that frame's face; the saved JSON carries the whole resulting code."""
     from avatar4d.atomic import write_json_atomic
-    from avatar4d.render.novel_views import expression_edit, load_edit_state
+    from avatar4d.novel_views import load_edit_state
     from avatar4d.viewer.view_state import frame_state, resolve_state, state_json
 
     index = avatar.frames.heldout[0]
@@ -157,7 +157,7 @@ def test_a_replayed_frame_edited_by_a_slider_is_saved_exactly(avatar, tmp_path):
     path = tmp_path / "frame.json"
     write_json_atomic(path, state_json(avatar, edited))
     expression, _ = load_edit_state(path)
-    np.testing.assert_allclose(expression_edit(avatar, expression).code, resolve_state(avatar, edited).code,
+    np.testing.assert_allclose(avatar.resolve_expression(expression).code, resolve_state(avatar, edited).code,
                                atol=1e-9)
 
 

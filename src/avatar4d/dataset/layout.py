@@ -31,7 +31,7 @@ from safetensors.numpy import save as serialize
 from avatar4d.atomic import write_bytes_atomic
 from avatar4d.configs import read_versioned_json
 from avatar4d.errors import DatasetError
-from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.geometry.camera import PinholeCamera
 from avatar4d.tracking.face_model import FaceModel
 
 DATASET_FORMAT = "avatar4d.dataset"

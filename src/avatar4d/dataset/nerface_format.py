@@ -30,11 +30,12 @@ import numpy as np
 from PIL import Image
 
 from avatar4d.atomic import atomic_directory, disk_errors, write_json_atomic
-from avatar4d.dataset.layout import load_dataset
+from avatar4d.dataset.layout import PreparedDataset, load_dataset
 from avatar4d.errors import DatasetError, OutputError
+from avatar4d.geometry.camera import OPENGL_FROM_OPENCV, PinholeCamera
+from avatar4d.geometry.rigid import invert_rigid
 from avatar4d.progress import Progress, note
-from avatar4d.tracking.camera import PinholeCamera
-from avatar4d.tracking.head_pose import OPENGL_FROM_OPENCV, invert_pose
+from avatar4d.validation import check_image_size
 
 EXPORT_FORMAT = "avatar4d.nerface_export"
 EXPORT_VERSION = 1
@@ -141,6 +142,61 @@ class NerfaceData:
         return self.expression if self.num_components is None else self.expression[:, :self.num_components]
 
 
+def _check_exportable(dataset: PreparedDataset, dataset_dir: Path) -> None:
+    """Refuse a dataset that NeRFace cannot take (too few frames, not square, too many components)."""
+    tracking = dataset.tracking
+    train, heldout = dataset.train_indices, dataset.heldout_indices
+    if len(train) < NERFACE_MIN_TRAIN_FRAMES or len(heldout) < NERFACE_MIN_VAL_FRAMES:
+        raise DatasetError(
+            f"{dataset_dir} has {len(train)} training and {len(heldout)} held-out frames; NeRFace needs at least "
+            f"{NERFACE_MIN_TRAIN_FRAMES} training frames (its evaluation reads the latent code of training frame 10) "
+            f"and {NERFACE_MIN_VAL_FRAMES} validation frame: prepare a longer video")
+    if dataset.camera.width != dataset.camera.height:
+        raise DatasetError(f"{dataset_dir} has {dataset.camera.width}x{dataset.camera.height} frames; NeRFace needs "
+                           "square ones: prepare the video again")
+    num_components = tracking.expression.shape[1]
+    if num_components > NERFACE_EXPRESSION_SIZE:
+        raise DatasetError(f"{dataset_dir} has {num_components} expression components; NeRFace takes at most "
+                           f"{NERFACE_EXPRESSION_SIZE}: prepare it with fewer")
+
+
+def _write_frames(dataset: PreparedDataset, layout: NerfaceLayout, split_frames: dict[str, np.ndarray],
+                  image_size: int) -> None:
+    """Every frame into each split that holds it, and the background plate, at ``image_size``."""
+    members = {split: set(frames.tolist()) for split, frames in split_frames.items()}
+    with Progress("export", dataset.tracking.num_frames, "frame") as progress:
+        for index in range(dataset.tracking.num_frames):
+            image = _resized(dataset.load_frame(index), image_size)
+            for split in SPLITS:
+                if index in members[split]:
+                    _write_rgb(layout.frame(split, index), image)
+            progress.update()
+    _write_rgb(layout.background, _resized(dataset.load_background(), image_size))
+
+
+def _export_record(dataset: PreparedDataset, dataset_dir: Path, split_frames: dict[str, np.ndarray], scale: float,
+                   image_size: int, max_abs_code: float) -> dict:
+    """What the export folder's record says of where it came from and how its values relate to avatar4d's."""
+    num_components = dataset.tracking.expression.shape[1]
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "source_dataset": str(dataset_dir.resolve()),
+        "source_video": dataset.manifest.get("source", {}).get("path"),
+        "source_created": dataset.manifest.get("created"),
+        "translation_scale": scale,
+        "translation_units": "NeRFace units = metres x translation_scale",
+        "image_size": image_size,
+        "num_components": num_components,
+        "expression": f"entries 0..{num_components - 1} are avatar4d's unit-variance codes unchanged, the other "
+                      f"{NERFACE_EXPRESSION_SIZE - num_components} are zero",
+        "max_abs_code": max_abs_code,
+        "intrinsics": "cx, cy are fractions for NeRFace's rays (pixel index i at x = i - W cx); avatar4d's "
+                      "pixel-centre cx in pixels = W cx + 0.5",
+        "frames": {split: [int(split_frames[split][0]), int(split_frames[split][-1]) + 1] for split in SPLITS},
+    }
+
+
 def export_nerface(dataset_dir: Path, out_dir: Path, *, size: int | None = None) -> NerfaceExport:
     """Write a prepared dataset in NeRFace's layout (``avatar4d export --format nerface``).
 
@@ -158,26 +214,14 @@ def export_nerface(dataset_dir: Path, out_dir: Path, *, size: int | None = None)
         OutputError: the output cannot be written.
     """
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    if size is not None and size < 1:
-        raise ValueError(f"size must be a positive number of pixels, got {size!r}")
+    check_image_size(size)
     if out_dir.resolve() == dataset_dir.resolve():
         raise OutputError(f"the export would replace the dataset itself ({dataset_dir}); choose another --out")
     dataset = load_dataset(dataset_dir)
+    _check_exportable(dataset, dataset_dir)
     tracking = dataset.tracking
     train, heldout = dataset.train_indices, dataset.heldout_indices
-    if len(train) < NERFACE_MIN_TRAIN_FRAMES or len(heldout) < NERFACE_MIN_VAL_FRAMES:
-        raise DatasetError(
-            f"{dataset_dir} has {len(train)} training and {len(heldout)} held-out frames; NeRFace needs at least "
-            f"{NERFACE_MIN_TRAIN_FRAMES} training frames (its evaluation reads the latent code of training frame 10) "
-            f"and {NERFACE_MIN_VAL_FRAMES} validation frame: prepare a longer video")
-    if dataset.camera.width != dataset.camera.height:
-        raise DatasetError(f"{dataset_dir} has {dataset.camera.width}x{dataset.camera.height} frames; NeRFace needs "
-                           "square ones: prepare the video again")
     num_components = tracking.expression.shape[1]
-    if num_components > NERFACE_EXPRESSION_SIZE:
-        raise DatasetError(f"{dataset_dir} has {num_components} expression components; NeRFace takes at most "
-                           f"{NERFACE_EXPRESSION_SIZE}: prepare it with fewer")
-
     image_size = size or dataset.size
     camera = dataset.camera.resized(image_size, image_size)
     scale = translation_scale(tracking.camera_from_head)
@@ -193,21 +237,12 @@ def export_nerface(dataset_dir: Path, out_dir: Path, *, size: int | None = None)
              f"{max_abs_code:.1f}, frames {extreme[:10].tolist()}); they are exported unchanged")
 
     split_frames = {"train": train, "val": heldout, "test": heldout}
-    members = {split: set(frames.tolist()) for split, frames in split_frames.items()}
     with atomic_directory(out_dir) as work, disk_errors(out_dir):
         layout = NerfaceLayout(work)
         for split in SPLITS:
             (work / split).mkdir()
         layout.background.parent.mkdir()
-        with Progress("export", tracking.num_frames, "frame") as progress:
-            for index in range(tracking.num_frames):
-                image = _resized(dataset.load_frame(index), image_size)
-                for split in SPLITS:
-                    if index in members[split]:
-                        _write_rgb(layout.frame(split, index), image)
-                progress.update()
-        _write_rgb(layout.background, _resized(dataset.load_background(), image_size))
-
+        _write_frames(dataset, layout, split_frames, image_size)
         for split in SPLITS:
             frames = [{"file_path": layout.file_path(split, int(i)),
                        "transform_matrix": transforms[i].tolist(),
@@ -217,23 +252,8 @@ def export_nerface(dataset_dir: Path, out_dir: Path, *, size: int | None = None)
             write_json_atomic(layout.transforms(split),
                               {"camera_angle_x": camera_angle_x, "intrinsics": intrinsics, "frames": frames})
         np.save(layout.index_map, index_map(tracking.num_frames, train))
-        write_json_atomic(layout.record, {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "source_dataset": str(dataset_dir.resolve()),
-            "source_video": dataset.manifest.get("source", {}).get("path"),
-            "source_created": dataset.manifest.get("created"),
-            "translation_scale": scale,
-            "translation_units": "NeRFace units = metres x translation_scale",
-            "image_size": image_size,
-            "num_components": num_components,
-            "expression": f"entries 0..{num_components - 1} are avatar4d's unit-variance codes unchanged, the other "
-                          f"{NERFACE_EXPRESSION_SIZE - num_components} are zero",
-            "max_abs_code": max_abs_code,
-            "intrinsics": "cx, cy are fractions for NeRFace's rays (pixel index i at x = i - W cx); avatar4d's "
-                          "pixel-centre cx in pixels = W cx + 0.5",
-            "frames": {split: [int(split_frames[split][0]), int(split_frames[split][-1]) + 1] for split in SPLITS},
-        })
+        write_json_atomic(layout.record, _export_record(dataset, dataset_dir, split_frames, scale, image_size,
+                                                        max_abs_code))
     return NerfaceExport(layout=NerfaceLayout(out_dir), source_dataset=dataset_dir, translation_scale=scale,
                          image_size=image_size, num_train=len(train), num_val=len(heldout), num_test=len(heldout),
                          num_components=num_components, max_abs_code=max_abs_code)
@@ -315,12 +335,12 @@ def nerface_from_camera_from_head(camera_from_head: np.ndarray, scale: float) ->
     """
     scaled = np.array(camera_from_head, dtype=np.float64)
     scaled[:, :3, 3] *= scale
-    return invert_pose(_OPENGL_FROM_OPENCV_4 @ scaled)
+    return invert_rigid(_OPENGL_FROM_OPENCV_4 @ scaled)
 
 
 def camera_from_head_from_nerface(transforms: np.ndarray, scale: float) -> np.ndarray:
     """Inverse of :func:`nerface_from_camera_from_head`: (F, 4, 4) ``transform_matrix`` -> (F, 4, 4) metres."""
-    camera_from_head = _OPENGL_FROM_OPENCV_4 @ invert_pose(np.asarray(transforms, dtype=np.float64))
+    camera_from_head = _OPENGL_FROM_OPENCV_4 @ invert_rigid(np.asarray(transforms, dtype=np.float64))
     camera_from_head[:, :3, 3] /= scale
     return camera_from_head
 

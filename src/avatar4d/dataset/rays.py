@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -29,6 +31,10 @@ class RayBatch:
     @property
     def num_rays(self) -> int:
         return self.origins.shape[0]
+
+    def to(self, device: torch.device) -> RayBatch:
+        """The same batch with every tensor on ``device``."""
+        return RayBatch(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
 
 
 @dataclass

@@ -15,11 +15,11 @@ from avatar4d.dataset.background import BackgroundAccumulator
 from avatar4d.dataset.layout import PreparedDataset
 from avatar4d.dataset.masks import eyes_region_mask, mouth_region_mask, neck_cut_mask
 from avatar4d.dataset.rays import LandmarkRays, RayBatch
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rays import pixel_centers, pixel_directions
+from avatar4d.geometry.rigid import invert_rigid, transform_points
 from avatar4d.progress import Progress
-from avatar4d.render.cameras import pixel_centers, pixel_directions
-from avatar4d.render.canonical import invert_rigid
 from avatar4d.tracking import landmarks as lm
-from avatar4d.tracking.camera import PinholeCamera
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,6 @@ class LandmarkTargets:
 def landmark_targets(dataset: PreparedDataset, indices: np.ndarray) -> LandmarkTargets:
     """The face model's landmarks (template + expression code, posed) of each frame, inside the face outline (the
     outline itself is a silhouette, where a ray grazes the face and its depth is ill-defined)."""
-    from avatar4d.tracking.head_pose import transform_points
 
     keep = np.setdiff1d(np.arange(lm.NUM_LANDMARKS), np.asarray(lm.FACE_OVAL))
     model = dataset.face_model

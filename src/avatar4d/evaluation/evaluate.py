@@ -17,20 +17,10 @@ from avatar4d.errors import AvatarError
 from avatar4d.evaluation.holdout import HeldoutFrame, heldout_frames
 from avatar4d.evaluation.lpips import LABEL as LPIPS_LABEL
 from avatar4d.evaluation.lpips import load_lpips
-from avatar4d.evaluation.metrics import l1, mask_bbox, psnr, ssim
-from avatar4d.evaluation.strips import comparison_strip, write_png
+from avatar4d.evaluation.metrics import mask_bbox, score
+from avatar4d.evaluation.strips import comparison_strip
+from avatar4d.images import resize_square, to_float, write_png
 from avatar4d.progress import Progress, note
-
-METRICS = ("psnr", "ssim", "l1")
-
-
-def score(image: torch.Tensor, target: torch.Tensor, face: torch.Tensor) -> dict[str, float]:
-    """PSNR, SSIM and L1 of one (H, W, 3) image, whole and inside the (H, W) bool face region."""
-    out = {}
-    for name, metric in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
-        out[name] = metric(image, target)
-        out[f"face_{name}"] = metric(image, target, face)
-    return out
 
 
 def _lpips_pairs(model, image: torch.Tensor, target: torch.Tensor, face: torch.Tensor) -> dict[str, float]:
@@ -45,6 +35,29 @@ def _lpips_pairs(model, image: torch.Tensor, target: torch.Tensor, face: torch.T
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
+
+
+def _score_frames(avatar: Avatar, frames: list[HeldoutFrame], size: int, model, plate: torch.Tensor,
+                  out_dir: Path) -> tuple[list[dict], list[dict], list[dict], list[float]]:
+    """Render and score every held-out frame (and the two backdrops alone), writing a strip per frame."""
+    scene = avatar.scene_at(size).cpu()
+    rows, plate_rows, scene_rows, times = [], [], [], []
+    with Progress("evaluate", len(frames), "frames") as progress:
+        for frame in frames:
+            started = time.perf_counter()
+            render = avatar.render_image(frame.camera_from_head, frame.code, size)
+            times.append(time.perf_counter() - started)
+            row = score(render, frame.rgb, frame.face)
+            if model is not None:
+                row.update(_lpips_pairs(model, render, frame.rgb, frame.face))
+            rows.append(row)
+            plate_rows.append(score(plate, frame.rgb, frame.face))
+            scene_rows.append(score(scene, frame.rgb, frame.face))
+            label = f"held-out #{frame.index}  PSNR {row['psnr']:.2f} dB (face {row['face_psnr']:.2f})"
+            write_png(out_dir / f"heldout_{frame.index:06d}.png", comparison_strip(frame.rgb, render, label))
+            progress.set(psnr=row["psnr"], face_psnr=row["face_psnr"])
+            progress.update()
+    return rows, plate_rows, scene_rows, times
 
 
 def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | None = None,
@@ -75,25 +88,8 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
         note(f"LPIPS not computed: {reason}")
     out_dir = Path(avatar_dir) / "evaluation"
     out_dir.mkdir(exist_ok=True)
-    plate = torch.from_numpy(_resize(dataset.load_background(), size).astype(np.float32) / 255.0)
-    scene = avatar.scene_at(size)
-    rows, plate_rows, scene_rows, times = [], [], [], []
-    with Progress("evaluate", len(frames), "frames") as progress:
-        for frame in frames:
-            started = time.perf_counter()
-            render = avatar.render(frame.camera_from_head, frame.code, size=size).rgb.reshape(size, size, 3)
-            render = render.clamp(0, 1).cpu()
-            times.append(time.perf_counter() - started)
-            row = score(render, frame.rgb, frame.face)
-            if model is not None:
-                row.update(_lpips_pairs(model, render, frame.rgb, frame.face))
-            rows.append(row)
-            plate_rows.append(score(plate, frame.rgb, frame.face))
-            scene_rows.append(score(scene, frame.rgb, frame.face))
-            label = f"held-out #{frame.index}  PSNR {row['psnr']:.2f} dB (face {row['face_psnr']:.2f})"
-            write_png(out_dir / f"heldout_{frame.index:06d}.png", comparison_strip(frame.rgb, render, label))
-            progress.set(psnr=row["psnr"], face_psnr=row["face_psnr"])
-            progress.update()
+    plate = to_float(resize_square(dataset.load_background(), size))
+    rows, plate_rows, scene_rows, times = _score_frames(avatar, frames, size, model, plate, out_dir)
     metrics = {
         "avatar": str(Path(avatar_dir).resolve()),
         "dataset": str(Path(dataset_dir).resolve()),
@@ -117,9 +113,3 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
          + (f", LPIPS {mean['lpips']:.3f}" if model is not None else "")
          + f"; background plate alone {metrics['baselines']['background_plate']['psnr']:.2f} dB")
     return metrics
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    return image if image.shape[0] == size else cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

@@ -88,3 +88,12 @@ def mask_bbox(mask: Tensor, margin: int = 4) -> tuple[int, int, int, int]:
     left = max(0, int(cols[0]) - margin)
     right = min(width, int(cols[-1]) + 1 + margin)
     return top, bottom, left, right
+
+
+def score(image: torch.Tensor, target: torch.Tensor, face: torch.Tensor) -> dict[str, float]:
+    """PSNR, SSIM and L1 of one (H, W, 3) image, whole and inside the (H, W) bool face region."""
+    out = {}
+    for name, metric in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
+        out[name] = metric(image, target)
+        out[f"face_{name}"] = metric(image, target, face)
+    return out

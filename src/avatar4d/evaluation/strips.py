@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
 
-from avatar4d.atomic import atomic_file
+from avatar4d.images import to_uint8
 
 
 def error_map(image: torch.Tensor, target: torch.Tensor, max_error: float = 0.25) -> np.ndarray:
@@ -16,11 +14,6 @@ def error_map(image: torch.Tensor, target: torch.Tensor, max_error: float = 0.25
     error = (image - target).abs().mean(-1).clamp(0, max_error) / max_error
     gray = (error.numpy() * 255).round().astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float [0, 1] -> uint8."""
-    return (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
 def comparison_strip(target: torch.Tensor, render: torch.Tensor, label: str = "") -> np.ndarray:
@@ -31,10 +24,3 @@ def comparison_strip(target: torch.Tensor, render: torch.Tensor, label: str = ""
         cv2.putText(strip, label, (6, int(16 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, (255, 255, 255),
                     1, cv2.LINE_AA)
     return np.ascontiguousarray(strip)
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as PNG, atomically."""
-    with atomic_file(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {path}")

@@ -111,6 +111,11 @@ class PreparedFrames:
     frame_bias: Tensor | None
     """(F, hidden) the latent code's contribution to the decoder's first layer, or None."""
 
+    def detached(self) -> PreparedFrames:
+        """The same frames cut from the autograd graph (for no-gradient passes during training)."""
+        return PreparedFrames(mixed=self.mixed.detach() if self.mixed is not None else None,
+                              frame_bias=self.frame_bias.detach() if self.frame_bias is not None else None)
+
 
 class HeadField(nn.Module):
     """Canonical feature grid + expression motion grids + per-frame latent codes + tiny decoder.

@@ -87,9 +87,9 @@ def grid_cells(shape: tuple[int, int, int]) -> int:
     return shape[0] * shape[1] * shape[2]
 
 
-def vertex_coordinates(shape: tuple[int, int, int]) -> Tensor:
+def vertex_coordinates(shape: tuple[int, int, int], device: torch.device | str | None = None) -> Tensor:
     """(X * Y * Z, 3) normalised coordinates of every grid vertex, in table order."""
-    axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
+    axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in shape]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
     return grid.reshape(-1, 3)
 

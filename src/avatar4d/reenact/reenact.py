@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from avatar4d.avatar import load_avatar
-from avatar4d.errors import ControlError, OutputError
-from avatar4d.evaluation.strips import to_uint8, write_png
+from avatar4d.errors import ControlError
+from avatar4d.images import resize_square, to_uint8, write_png
+from avatar4d.preparation.config import PrepareConfig
+from avatar4d.preparation.passes import track_video
 from avatar4d.progress import Progress, note
 from avatar4d.reenact.transfer import (
     clamp_to_range,
@@ -21,7 +22,7 @@ from avatar4d.reenact.transfer import (
     transfer_expressions,
     transfer_poses,
 )
-from avatar4d.tracking.prepare import PrepareConfig, track_video
+from avatar4d.validation import check_image_size, check_output_file
 from avatar4d.video.read import iter_frames, prefetch
 from avatar4d.video.write import Mp4Writer
 
@@ -91,18 +92,11 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
         expression_only: keep the avatar's mean head pose; transfer the expression only.
         extrapolate: keep the transferred expression beyond the avatar's own spread and range (see :func:`drive`).
     """
-    out = Path(out)
-    wanted = (".png",) if frame is not None else (".mp4",)
-    if out.suffix.lower() not in wanted:
-        raise OutputError(f"{out}: {'a still' if frame is not None else 'a reenactment video'} is written as "
-                          f"{wanted[0]}")
-    if not out.parent.exists():
-        raise OutputError(f"{out.parent} does not exist")
-    if size is not None and size < 1:
-        raise ControlError(f"--size must be a positive number of pixels, got {size}")
+    out = check_output_file(out, (".png",) if frame is not None else (".mp4",))
+    check_image_size(size)
     avatar, track, result = drive(avatar_dir, driver, max_frames=max_frames, fov_deg=fov_deg,
                                   expression_only=expression_only, extrapolate=extrapolate)
-    size = size or avatar.image_size
+    size = avatar.output_size(size)
     size += size % 2
     if frame is not None and not 0 <= frame < len(result.codes):
         raise ControlError(f"--frame {frame} is outside the driver's {len(result.codes)} frames (0.."
@@ -110,9 +104,8 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
     crop = track.located.crop
 
     def panels(position: int, image: np.ndarray) -> np.ndarray:
-        left = cv2.resize(crop.apply(image), (size, size), interpolation=cv2.INTER_AREA)
-        render = avatar.render(result.camera_from_head[position], result.codes[position], size=size)
-        right = to_uint8(render.rgb.reshape(size, size, 3).cpu())
+        left = resize_square(crop.apply(image), size)
+        right = to_uint8(avatar.render_image(result.camera_from_head[position], result.codes[position], size))
         return np.concatenate([left, right], axis=1)
 
     if frame is not None:

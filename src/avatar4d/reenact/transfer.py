@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from avatar4d.geometry.rigid import invert_rigid
 from avatar4d.tracking.face_model import FaceModel
-from avatar4d.tracking.head_pose import invert_pose
 
 
 def transfer_expressions(driver: FaceModel, driver_codes: np.ndarray, avatar: FaceModel) -> np.ndarray:
@@ -74,7 +74,7 @@ def transfer_poses(driver_camera_from_head: np.ndarray, driver_mean: np.ndarray,
     Returns:
         (F, 4, 4) avatar poses: ``avatar_mean @ inv(driver_mean) @ driver_pose``.
     """
-    mean_from_frame = np.einsum("ij,fjk->fik", invert_pose(driver_mean), driver_camera_from_head)
+    mean_from_frame = np.einsum("ij,fjk->fik", invert_rigid(driver_mean), driver_camera_from_head)
     return np.einsum("ij,fjk->fik", avatar_mean, mean_from_frame)
 
 

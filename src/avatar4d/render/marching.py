@@ -45,8 +45,8 @@ def stratified_samples(near: Tensor, far: Tensor, num_samples: int,
     count = near.shape[0]
     if generator is None:
         offsets = torch.full((count, num_samples), 0.5, device=near.device)
-    else:
-        offsets = torch.rand(count, num_samples, generator=generator, device=near.device)
+    else:  # drawn where the generator lives (a CPU generator keeps training reproducible on any device)
+        offsets = torch.rand(count, num_samples, generator=generator, device=generator.device).to(near.device)
     step = (far - near) / num_samples
     steps = torch.arange(num_samples, device=near.device, dtype=near.dtype)
     distances = near[:, None] + (steps[None, :] + offsets) * step[:, None]
@@ -90,11 +90,12 @@ class OccupancyGrid(nn.Module):
 
     def cell_centers(self, generator: torch.Generator | None = None) -> Tensor:
         """(cells, 3) head-frame points: cell centres, jittered within their cells when a generator is given."""
-        corners = (vertex_coordinates(self.shape) + 1.0) * 0.5  # in [0, 1], vertices of a (shape) lattice
-        size = torch.tensor(self.shape, dtype=torch.float32)
+        device = self.box_min.device
+        corners = (vertex_coordinates(self.shape, device) + 1.0) * 0.5  # in [0, 1], vertices of a (shape) lattice
+        size = torch.tensor(self.shape, dtype=torch.float32, device=device)
         lattice = corners * (size - 1) / size  # lower corners of the cells
-        jitter = (torch.rand(lattice.shape, generator=generator) if generator is not None
-                  else torch.full(lattice.shape, 0.5))
+        jitter = (torch.rand(lattice.shape, generator=generator, device=generator.device).to(device)
+                  if generator is not None else torch.full(lattice.shape, 0.5, device=device))
         unit = lattice + jitter / size
         return self.box_min + unit * (self.box_max - self.box_min)
 

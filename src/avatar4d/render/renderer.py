@@ -1,19 +1,54 @@
 """The renderer: rays (head frame) -> colours, by sampling the head box, skipping empty space, compositing over the
-background. It takes the field as an argument and knows no grids or MLPs."""
+background. It speaks to the field through :class:`RadianceField` and knows no grids or MLPs; every tensor it makes
+is on the field's device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from avatar4d.field.head_field import HeadField, PreparedFrames
-from avatar4d.render.cameras import pixel_centers, pixel_directions
-from avatar4d.render.canonical import invert_rigid, rays_to_head_space
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rays import camera_rays_in_head, pixel_centers, pixel_directions
+from avatar4d.geometry.rigid import invert_rigid
 from avatar4d.render.compositing import Composite, composite, over_background
 from avatar4d.render.marching import OccupancyGrid, intersect_box, stratified_samples
-from avatar4d.tracking.camera import PinholeCamera
+
+
+class Conditioning(Protocol):
+    """What a field computes once per frame (expression, latent code) before its points are queried."""
+
+    def detached(self) -> Conditioning:
+        """The same conditioning cut from the autograd graph."""
+
+
+class RadianceField(Protocol):
+    """Density and colour at head-frame points inside an axis-aligned box, conditioned per frame."""
+
+    box_min: Tensor
+    """(3,) the box's lower corner, head frame, metres (its device is the field's)."""
+    box_max: Tensor
+
+    def prepare(self, codes: Tensor, latents: Tensor | None) -> Conditioning:
+        """Per-frame work for (F, K) expression codes and (F, D) latent codes."""
+
+    def __call__(self, points: Tensor, directions: Tensor, frame_ids: Tensor,
+                 frames: Conditioning) -> tuple[Tensor, Tensor]:
+        """(N,) density per metre and (N, 3) colour of (N, 3) points seen along (N, 3) directions."""
+
+    def density(self, points: Tensor, frame_ids: Tensor, frames: Conditioning) -> Tensor:
+        """(N,) density per metre only."""
+
+
+class RenderCancelled(Exception):
+    """A render stopped early because its caller no longer wants it."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -47,7 +82,7 @@ class RenderOutput:
     """Samples the field was evaluated at (after empty-space skipping)."""
 
 
-def render_rays(field: HeadField, origins: Tensor, directions: Tensor, frame_ids: Tensor, frames: PreparedFrames,
+def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
                 background: Tensor, config: RendererConfig, occupancy: OccupancyGrid | None = None,
                 generator: torch.Generator | None = None) -> RenderOutput:
     """Render rays given in the head frame.
@@ -86,15 +121,13 @@ def render_rays(field: HeadField, origins: Tensor, directions: Tensor, frame_ids
 
 
 @torch.no_grad()
-def _visible_samples(field: HeadField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: PreparedFrames,
+def _visible_samples(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
                      deltas: Tensor, index: Tensor, min_transmittance: float) -> Tensor:
     """The subset of sample indices that light still reaches (transmittance before them above the threshold)."""
     count, samples = deltas.shape
     ray_of = torch.div(index, samples, rounding_mode="floor")
-    prepared = PreparedFrames(mixed=frames.mixed.detach() if frames.mixed is not None else None,
-                              frame_bias=frames.frame_bias.detach() if frames.frame_bias is not None else None)
     density = points.new_zeros(count * samples).index_copy(
-        0, index, field.density(points.reshape(-1, 3)[index], frame_ids[ray_of], prepared))
+        0, index, field.density(points.reshape(-1, 3)[index], frame_ids[ray_of], frames.detached()))
     optical = density.view(count, samples) * deltas
     before = torch.cumsum(optical, 1) - optical  # optical depth in front of each sample
     visible = (torch.exp(-before) > min_transmittance).reshape(-1)
@@ -102,9 +135,11 @@ def _visible_samples(field: HeadField, points: Tensor, directions: Tensor, frame
 
 
 @torch.no_grad()
-def render_image(field: HeadField, camera: PinholeCamera, camera_from_head: Tensor, code: Tensor, latent: Tensor | None,
-                 background: Tensor, config: RendererConfig, occupancy: OccupancyGrid | None = None) -> RenderOutput:
-    """Render one frame.
+def render_image(field: RadianceField, camera: PinholeCamera, camera_from_head: Tensor, code: Tensor,
+                 latent: Tensor | None, background: Tensor, config: RendererConfig,
+                 occupancy: OccupancyGrid | None = None, *,
+                 cancelled: Callable[[], bool] = _never) -> RenderOutput:
+    """Render one frame, on the field's device.
 
     Args:
         camera: intrinsics of the output image (H = camera.height, W = camera.width).
@@ -112,20 +147,26 @@ def render_image(field: HeadField, camera: PinholeCamera, camera_from_head: Tens
         code: (K,) expression code.
         latent: (D,) latent code (the training mean for novel frames), or None.
         background: (H, W, 3) colours behind the head.
+        cancelled: asked before each chunk of ``config.chunk_rays`` rays; True stops the render.
 
     Returns:
-        RenderOutput with (H * W, ...) fields, row-major.
+        RenderOutput with (H * W, ...) fields, row-major, on the field's device.
+
+    Raises:
+        RenderCancelled: ``cancelled()`` said to stop.
     """
-    frames = field.prepare(code[None], latent[None] if latent is not None else None)
-    pixels = pixel_centers(camera.width, camera.height)
-    directions_camera = pixel_directions(camera, pixels)
-    head_from_camera = invert_rigid(camera_from_head.float())
-    origins, directions = rays_to_head_space(torch.zeros_like(directions_camera), directions_camera, head_from_camera)
-    flat_background = background.reshape(-1, 3)
+    device = field.box_min.device
+    frames = field.prepare(code.to(device)[None], latent.to(device)[None] if latent is not None else None)
+    directions_camera = pixel_directions(camera, pixel_centers(camera.width, camera.height, device))
+    head_from_camera = invert_rigid(camera_from_head.to(device=device, dtype=torch.float32))
+    origins, directions = camera_rays_in_head(directions_camera, head_from_camera)
+    flat_background = background.to(device).reshape(-1, 3)
     outputs = []
     for start in range(0, origins.shape[0], config.chunk_rays):
-        end = start + config.chunk_rays
-        ids = torch.zeros(min(end, origins.shape[0]) - start, dtype=torch.long)
+        if cancelled():
+            raise RenderCancelled
+        end = min(start + config.chunk_rays, origins.shape[0])
+        ids = torch.zeros(end - start, dtype=torch.long, device=device)
         outputs.append(render_rays(field, origins[start:end], directions[start:end], ids, frames,
                                    flat_background[start:end], config, occupancy))
     return RenderOutput(rgb=torch.cat([o.rgb for o in outputs]), opacity=torch.cat([o.opacity for o in outputs]),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from avatar4d.geometry.camera import PinholeCamera
 from avatar4d.tracking.landmarks import FaceBox
 
 PHONE_FRONT_CAMERA_FOV_DEG = 70.0
@@ -48,42 +49,6 @@ class SquareCrop:
     def source_to_crop(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) source pixel coordinates -> (N, 2) crop pixel coordinates."""
         return (points - np.array([self.x0, self.y0])) * self.scale
-
-
-@dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics in pixels; ``width`` x ``height`` image; pixel centres at integer + 0.5."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """(3, 3) float64 K."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    @property
-    def fov_x_deg(self) -> float:
-        return math.degrees(2.0 * math.atan(0.5 * self.width / self.fx))
-
-    def resized(self, width: int, height: int) -> PinholeCamera:
-        """The same camera for an image resampled to ``width`` x ``height``."""
-        sx, sy = width / self.width, height / self.height
-        return PinholeCamera(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
-
-    def project(self, points_camera: np.ndarray) -> np.ndarray:
-        """(N, 3) camera-frame points -> (N, 2) pixels."""
-        z = points_camera[:, 2:3]
-        return np.concatenate([self.fx * points_camera[:, 0:1] / z + self.cx,
-                               self.fy * points_camera[:, 1:2] / z + self.cy], axis=1)
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
-                "height": self.height}
 
 
 def source_camera(width: int, height: int, fov_deg: float) -> PinholeCamera:

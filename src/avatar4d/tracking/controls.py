@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avatar4d.errors import ControlError
 from avatar4d.tracking import landmarks as lm
 
 CONTROL_NAMES: tuple[str, ...] = (
@@ -162,7 +163,6 @@ def parse_assignments(spec: str) -> dict[str, float]:
     Raises:
         ControlError: an item is not ``name=value`` or a value is not a finite number.
     """
-    from avatar4d.errors import ControlError
 
     out: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -197,7 +197,6 @@ def resolve_expression(assignments: dict[str, float], controls: ControlMap, code
         ControlError: a name that is neither a control nor a component (the valid names are listed), or a value
             that is not a finite number.
     """
-    from avatar4d.errors import ControlError
 
     num_components = len(code_min)
     valid = valid_control_names(num_components)

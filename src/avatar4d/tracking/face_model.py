@@ -18,8 +18,9 @@ from safetensors.numpy import save as serialize
 
 from avatar4d.atomic import write_bytes_atomic
 from avatar4d.errors import DatasetError
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rigid import transform_points
 from avatar4d.tracking import landmarks as lm
-from avatar4d.tracking.camera import PinholeCamera
 from avatar4d.tracking.controls import CONTROL_NAMES, ControlMap, fit_control_map, measure_controls
 from avatar4d.tracking.expression import ExpressionBasis, ResidualCovariance, fit_expression_basis
 from avatar4d.tracking.head_pose import (
@@ -30,7 +31,6 @@ from avatar4d.tracking.head_pose import (
     rotation_angle_deg,
     smooth_poses,
     solve_head_pose,
-    transform_points,
 )
 
 INTER_PUPIL_DISTANCE_M = 0.063

@@ -13,35 +13,10 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.geometry.angles import rotation_from_yaw_pitch_roll, yaw_pitch_roll_deg
+from avatar4d.geometry.camera import OPENGL_FROM_OPENCV, PinholeCamera
+from avatar4d.geometry.rigid import invert_rigid, make_pose, transform_points
 from avatar4d.tracking.landmarks import STABLE_LANDMARKS
-
-OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0])
-"""Flips y and z: camera axes with y up and z towards the viewer (a frontal head then has identity rotation)."""
-
-
-def make_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation and (3,) translation -> (4, 4) rigid transform."""
-    pose = np.eye(4)
-    pose[:3, :3] = rotation
-    pose[:3, 3] = translation
-    return pose
-
-
-def invert_pose(pose: np.ndarray) -> np.ndarray:
-    """Inverse of a (..., 4, 4) rigid transform."""
-    rotation = pose[..., :3, :3]
-    translation = pose[..., :3, 3]
-    out = np.zeros_like(pose)
-    out[..., :3, :3] = np.swapaxes(rotation, -1, -2)
-    out[..., :3, 3] = -np.einsum("...ji,...j->...i", rotation, translation)
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def transform_points(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (4, 4) rigid transform to (N, 3) points."""
-    return points @ pose[:3, :3].T + pose[:3, 3]
 
 
 def solve_head_pose(template: np.ndarray, landmarks_px: np.ndarray, camera: PinholeCamera, *,
@@ -179,9 +154,6 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(cos))
 
 
-_PITCH_UP = np.array([1.0, -1.0, 1.0])
-
-
 def head_angles_deg(camera_from_head: np.ndarray) -> np.ndarray:
     """Yaw, pitch, roll of the head seen by the camera, degrees; (0, 0, 0) faces the camera.
 
@@ -192,17 +164,12 @@ def head_angles_deg(camera_from_head: np.ndarray) -> np.ndarray:
         (F, 3): yaw (turn, positive to the subject's left), pitch (nod, positive when the face looks up), roll
         (tilt, positive counter-clockwise as the camera sees it, i.e. towards the subject's right shoulder).
     """
-    rotation = np.einsum("ij,fjk->fik", OPENGL_FROM_OPENCV, camera_from_head[:, :3, :3])
-    # intrinsic yaw about y (up), pitch about x, roll about z (towards the camera); a rotation about +x turns the
-    # nose down, so pitch is its negative
-    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True) * _PITCH_UP
+    return yaw_pitch_roll_deg(np.einsum("ij,fjk->fik", OPENGL_FROM_OPENCV, camera_from_head[:, :3, :3]))
 
 
-def pose_from_head_angles(yaw_pitch_roll_deg: np.ndarray, translation: np.ndarray) -> np.ndarray:
+def pose_from_head_angles(yaw_pitch_roll: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """Inverse of :func:`head_angles_deg`: (3,) yaw, pitch, roll and (3,) translation -> (4, 4) camera_from_head."""
-    angles = np.asarray(yaw_pitch_roll_deg, dtype=np.float64) * _PITCH_UP
-    rotation = OPENGL_FROM_OPENCV @ Rotation.from_euler("YXZ", angles, degrees=True).as_matrix()
-    return make_pose(rotation, translation)
+    return make_pose(OPENGL_FROM_OPENCV @ rotation_from_yaw_pitch_roll(yaw_pitch_roll), translation)
 
 
 def landmarks_to_head_space(landmarks_px: np.ndarray, camera_from_head: np.ndarray, camera: PinholeCamera,
@@ -229,7 +196,7 @@ def landmarks_to_head_space(landmarks_px: np.ndarray, camera_from_head: np.ndarr
     x = (landmarks_px[:, 0] - camera.cx) * z / camera.fx
     y = (landmarks_px[:, 1] - camera.cy) * z / camera.fy
     points_camera = np.stack([x, y, z], axis=1)
-    return transform_points(invert_pose(camera_from_head), points_camera)
+    return transform_points(invert_rigid(camera_from_head), points_camera)
 
 
 def rigid_align(source: np.ndarray, target: np.ndarray, *, with_scale: bool = False) -> np.ndarray:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from avatar4d.field.expression_grids import ExpressionGridsConfig
 from avatar4d.field.head_field import HeadFieldConfig
 from avatar4d.field.heads import DecoderConfig
 from avatar4d.field.voxel_grid import VoxelGridConfig
-from avatar4d.field.expression_grids import ExpressionGridsConfig
 from avatar4d.render.renderer import RendererConfig
+from avatar4d.training.config import TrainConfig
 from avatar4d.training.schedule import ScheduleConfig
-from avatar4d.training.trainer import TrainConfig
 
 PREVIEW = TrainConfig(
     field=HeadFieldConfig(canonical=VoxelGridConfig(voxel_size_m=0.005, channels=12),

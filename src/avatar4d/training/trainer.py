@@ -18,88 +18,27 @@ import numpy as np
 import torch
 
 from avatar4d.atomic import atomic_directory, partial_path, write_json_atomic
+from avatar4d.avatar import save_avatar
 from avatar4d.configs import to_dict
 from avatar4d.dataset.layout import PreparedDataset, load_dataset
-from avatar4d.dataset.sampling import (
-    FrameImages,
-    ImportanceConfig,
-    LandmarkTargets,
-    RaySampler,
-    landmark_targets,
-    load_frame_images,
-)
+from avatar4d.dataset.rays import RayBatch
+from avatar4d.dataset.sampling import FrameImages, LandmarkTargets, RaySampler, landmark_targets, load_frame_images
 from avatar4d.environment import machine_description, pick_device
 from avatar4d.errors import AvatarError
-from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
+from avatar4d.field.head_field import HeadField, field_geometry
+from avatar4d.images import resize_square
 from avatar4d.progress import Progress, note
 from avatar4d.render.marching import OccupancyGrid
-from avatar4d.render.renderer import RendererConfig, render_image, render_rays
+from avatar4d.render.renderer import RenderOutput, render_rays
 from avatar4d.training.checkpoint import TrainingState, load_checkpoint, read_checkpoint_config, save_checkpoint
-from avatar4d.training.losses import LossConfig, landmark_depth_loss, psnr_from_mse, training_loss
-from avatar4d.training.schedule import ScheduleConfig, lr_factor_at, resolution_at
+from avatar4d.training.config import TrainConfig
+from avatar4d.training.curves import plot_training_curve
+from avatar4d.training.losses import LossConfig, LossTerms, landmark_depth_loss, psnr_from_mse, training_loss
+from avatar4d.training.presets import PREVIEW
+from avatar4d.training.probe import HeldoutProbe, probe_heldout
+from avatar4d.training.schedule import lr_factor_at, resolution_at
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Adam learning rates per parameter group (all decay together, see the schedule)."""
-
-    canonical: float = 0.05
-    motion: float = 0.02
-    decoder: float = 3e-3
-    latent: float = 3e-3
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on (saved as ``config.json`` in the avatar)."""
-
-    field: HeadFieldConfig = dataclasses.field(default_factory=HeadFieldConfig)
-    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
-    frames_per_batch: int = 4
-    """Frames per batch (their expression grids are mixed once each)."""
-    rays_per_frame: int = 1024
-    landmark_rays_per_frame: int = 64
-    """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
-    use_background: bool = True
-    """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
-    no mask loss; the field must explain everything)."""
-    occupancy_cell_m: float = 0.01
-    """Edge of an occupancy cell, metres."""
-    occupancy_threshold: float = 2.0
-    """Density (per metre) above which a cell is occupied (about 1% opacity over 5 mm)."""
-    occupancy_every: int = 16
-    occupancy_warmup: int = 100
-    """Steps before empty space is skipped."""
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every_s: float = 60.0
-    checkpoint_every_steps: int = 0
-    """Also checkpoint every this many steps (0: only by time)."""
-    evaluations: int = 8
-    """Held-out checks (PSNR on a few held-out frames, preview render) spread over the run."""
-    probe_every_s: float = 0.0
-    """Also check the held-out frames every this many seconds of training (0: off); for quality-versus-time
-    curves. Checks never touch the training's random state, and their time is not counted as training time."""
-    time_limit_s: float = 0.0
-    """Stop once training has run this long (0: run every iteration of the schedule)."""
-    heldout_probe_frames: int = 4
-
-
-@dataclass
-class HeldoutProbe:
-    """A few held-out frames at the training resolution, to follow quality on unseen frames during training."""
-
-    indices: np.ndarray
-    rgb: list[torch.Tensor]
-    """(H, W, 3) float ground truth per probe frame."""
-    poses: torch.Tensor
-    codes: torch.Tensor
 
 
 @dataclass
@@ -116,11 +55,12 @@ class Run:
     sampler: RaySampler
     images: dict[int, FrameImages]
     codes: torch.Tensor
-    """(F_train, K) training frames' expression codes."""
+    """(F_train, K) training frames' expression codes, on the run's device."""
     landmarks: LandmarkTargets | None
     """Where the face model puts the training frames' landmarks (None without the landmark depth loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
+    """CPU generator of every random draw (so a run is reproducible on any device)."""
     state: TrainingState = field(default_factory=lambda: TrainingState(0, torch.empty(0, dtype=torch.uint8), [], 0.0))
 
 
@@ -136,9 +76,6 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
     Returns:
         ``out_dir``.
     """
-    from avatar4d.avatar import save_avatar
-    from avatar4d.training.presets import PREVIEW
-
     config = config or PREVIEW
     out_dir = Path(out_dir)
     dataset = load_dataset(dataset_dir)
@@ -173,11 +110,11 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
                                                            "device": str(run.device),
                                                            "training_seconds": run.state.elapsed_s,
                                                            "log": run.state.log})
-        _plot_training_curve(run.state.log, work_dir / "training_curve.png")
+        plot_training_curve(run.state.log, work_dir / "training_curve.png")
         (work_dir / CHECKPOINT).unlink(missing_ok=True)
     last = next((e for e in reversed(run.state.log) if "heldout_psnr" in e), None)
     note(f"avatar ready: {out_dir} ({config.schedule.iterations} steps in {run.state.elapsed_s:.0f} s of training"
-         + (f"; held-out PSNR {last['heldout_psnr']:.2f} dB on {len(run.probe.indices)} frames" if last else "") + ")")
+         + (f"; held-out PSNR {last['heldout_psnr']:.2f} dB on {len(run.probe.frames)} frames" if last else "") + ")")
     return out_dir
 
 
@@ -214,27 +151,15 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     images = load_frame_images(dataset, train_indices, list(config.schedule.resolutions), config.importance)
     poses = torch.from_numpy(dataset.tracking.camera_from_head[train_indices]).float()
     sampler = RaySampler(poses, config.frames_per_batch, config.rays_per_frame)
-    codes = torch.from_numpy(dataset.tracking.expression[train_indices]).float()
+    codes = torch.from_numpy(dataset.tracking.expression[train_indices]).float().to(device)
     landmarks = (landmark_targets(dataset, train_indices)
                  if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
     head.to(device)
     occupancy.to(device)
     return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, optimizer=optimizer,
                base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes, landmarks=landmarks,
-               probe=_heldout_probe(dataset, config), generator=generator)
-
-
-def _heldout_probe(dataset: PreparedDataset, config: TrainConfig) -> HeldoutProbe:
-    import cv2
-
-    size = config.schedule.resolutions[-1]
-    held = dataset.heldout_indices
-    chosen = held[np.linspace(0, len(held) - 1, min(config.heldout_probe_frames, len(held))).round().astype(int)]
-    rgb = [torch.from_numpy(cv2.resize(dataset.load_frame(int(i)), (size, size), interpolation=cv2.INTER_AREA)
-                            .astype(np.float32) / 255.0) for i in chosen]
-    return HeldoutProbe(indices=chosen, rgb=rgb,
-                        poses=torch.from_numpy(dataset.tracking.camera_from_head[chosen]).float(),
-                        codes=torch.from_numpy(dataset.tracking.expression[chosen]).float())
+               probe=HeldoutProbe.from_dataset(dataset, config.schedule.resolutions[-1], config.heldout_probe_frames),
+               generator=generator)
 
 
 def _background(run: Run, background: torch.Tensor) -> torch.Tensor:
@@ -246,96 +171,132 @@ def _next_probe_after(elapsed_s: float, every_s: float) -> float:
     return (math.floor(elapsed_s / every_s) + 1) * every_s if every_s > 0 else math.inf
 
 
+@dataclass
+class _Step:
+    """What one training step produced, for the log and the progress line."""
+
+    size: int
+    lr_factor: float
+    terms: LossTerms
+    output: RenderOutput
+
+
 def _train_loop(run: Run, work_dir: Path) -> None:
     config = run.config
     total = config.schedule.iterations
     evaluation_steps = {int(round(total * (i + 1) / config.evaluations)) for i in range(config.evaluations)} \
         if config.evaluations > 0 else set()
-    last_checkpoint = time.perf_counter()
-    mask_weight = config.loss.mask if config.use_background else 0.0
-    loss_config = dataclasses.replace(config.loss, mask=mask_weight)
+    loss_config = dataclasses.replace(config.loss, mask=config.loss.mask if config.use_background else 0.0)
     next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
-    step_started = time.perf_counter()
+    last_checkpoint = time.perf_counter()
     with Progress("train", total, "it") as progress:
         progress.update(run.state.step)
-        while run.state.step < total:
-            if config.time_limit_s > 0 and run.state.elapsed_s >= config.time_limit_s:
-                run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
-                                      "stopped": f"time limit of {config.time_limit_s:g} s"})
-                note(f"stopping at the time limit after {run.state.step} of {total} steps")
-                break
-            step = run.state.step
-            size = resolution_at(step, config.schedule)
-            images = run.images[size]
-            factor = lr_factor_at(step, config.schedule)
-            for group, base in zip(run.optimizer.param_groups, run.base_lrs):
-                group["lr"] = base * factor
-            batch = run.sampler.sample(images, run.generator)
-            batch_latents = run.field.latents[batch.frame_rows]
-            frames = run.field.prepare(run.codes[batch.frame_rows].to(run.device), batch_latents)
-            origins, directions, frame_ids = batch.origins, batch.directions, batch.frame_ids
-            background = _background(run, batch.background)
-            landmark_rays = None
-            if run.landmarks is not None:
-                landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
-                                                             config.landmark_rays_per_frame, run.generator)
-                origins = torch.cat([origins, landmark_rays.origins])
-                directions = torch.cat([directions, landmark_rays.directions])
-                frame_ids = torch.cat([frame_ids, landmark_rays.frame_ids])
-                background = torch.cat([background, torch.zeros_like(landmark_rays.origins)])
-            skip = step >= config.occupancy_warmup
-            output = render_rays(run.field, origins.to(run.device), directions.to(run.device),
-                                 frame_ids.to(run.device), frames, background.to(run.device), config.renderer,
-                                 run.occupancy if skip else None, run.generator)
-            colour = slice(0, batch.num_rays)
-            depth = None
-            if landmark_rays is not None:
-                extra = slice(batch.num_rays, None)
-                depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra],
-                                            output.opacity[extra], landmark_rays.distance.to(run.device),
-                                            config.loss.landmark_depth_sigma_m)
-            terms = training_loss(output.rgb[colour], batch.rgb.to(run.device), output.opacity[colour],
-                                  batch.opacity.to(run.device),
-                                  run.field.total_variation(config.loss.tv_samples, run.generator),
-                                  batch_latents if config.field.use_latent_code else None, loss_config, depth)
-            run.optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            run.optimizer.step()
-            run.state.step += 1
-            if run.state.step % config.occupancy_every == 0:
-                _update_occupancy(run)
-            now = time.perf_counter()
-            run.state.elapsed_s += now - step_started
-            psnr = psnr_from_mse(terms.rgb)
-            losses = terms.as_floats()
-            progress.set(loss=losses["total"], psnr=psnr, res=size,
-                         occ=f"{run.occupancy.occupied_fraction:.2f}")
-            progress.update()
-            if run.state.step % 10 == 0 or run.state.step == total:
-                run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
-                                      "resolution": size, "lr_factor": factor, "psnr": psnr,
-                                      "samples_per_ray": output.samples_evaluated / output.opacity.shape[0],
-                                      "occupied": run.occupancy.occupied_fraction, **losses})
+        while run.state.step < total and not _time_is_up(run):
+            started = time.perf_counter()
+            step = _train_step(run, loss_config)
+            run.state.elapsed_s += time.perf_counter() - started
+            _log_step(run, step, progress)
             preview = run.state.step in evaluation_steps
             if preview or run.state.elapsed_s >= next_probe:
-                heldout = _probe_heldout(run, work_dir if preview else None)
-                run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
-                                      **{f"heldout_{k}": v for k, v in heldout.items()}})
-                progress.set(loss=losses["total"], psnr=psnr, heldout=heldout["psnr"], res=size)
+                strip = work_dir / "previews" / f"step_{run.state.step:06d}.png" if preview else None
+                _probe(run, strip, progress)
                 next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
-            due = (now - last_checkpoint >= config.checkpoint_every_s
+            due = (time.perf_counter() - last_checkpoint >= config.checkpoint_every_s
                    or (config.checkpoint_every_steps and run.state.step % config.checkpoint_every_steps == 0))
             if due and run.state.step < total:
                 run.state.generator_state = run.generator.get_state()
                 save_checkpoint(work_dir / CHECKPOINT, {"field": run.field, "occupancy": run.occupancy},
                                 run.optimizer, run.state, to_dict(config))
                 last_checkpoint = time.perf_counter()
-            step_started = time.perf_counter()
+
+
+def _time_is_up(run: Run) -> bool:
+    limit = run.config.time_limit_s
+    if limit <= 0 or run.state.elapsed_s < limit:
+        return False
+    run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
+                          "stopped": f"time limit of {limit:g} s"})
+    note(f"stopping at the time limit after {run.state.step} of {run.config.schedule.iterations} steps")
+    return True
+
+
+def _batch_rays(run: Run, images: FrameImages, batch: RayBatch) -> tuple[RayBatch, torch.Tensor | None]:
+    """The batch's rays (on the run's device) with the landmark rays appended, and the landmarks' distances."""
+    if run.landmarks is None:
+        return batch.to(run.device), None
+    landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
+                                                 run.config.landmark_rays_per_frame, run.generator)
+    rays = dataclasses.replace(
+        batch, origins=torch.cat([batch.origins, landmark_rays.origins]),
+        directions=torch.cat([batch.directions, landmark_rays.directions]),
+        frame_ids=torch.cat([batch.frame_ids, landmark_rays.frame_ids]),
+        background=torch.cat([batch.background, torch.zeros_like(landmark_rays.origins)]))
+    return rays.to(run.device), landmark_rays.distance.to(run.device)
+
+
+def _train_step(run: Run, loss_config: LossConfig) -> _Step:
+    """One optimiser step on a fresh batch (and an occupancy refresh when due)."""
+    config = run.config
+    step = run.state.step
+    size = resolution_at(step, config.schedule)
+    images = run.images[size]
+    factor = lr_factor_at(step, config.schedule)
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs):
+        group["lr"] = base * factor
+    batch = run.sampler.sample(images, run.generator)
+    colour = slice(0, batch.num_rays)
+    rays, landmark_distance = _batch_rays(run, images, batch)
+    batch_latents = run.field.latents[rays.frame_rows]
+    frames = run.field.prepare(run.codes[rays.frame_rows], batch_latents)
+    skip = step >= config.occupancy_warmup
+    output = render_rays(run.field, rays.origins, rays.directions, rays.frame_ids, frames,
+                         _background(run, rays.background), config.renderer, run.occupancy if skip else None,
+                         run.generator)
+    depth = None
+    if landmark_distance is not None:
+        extra = slice(batch.num_rays, None)
+        depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra], output.opacity[extra],
+                                    landmark_distance, config.loss.landmark_depth_sigma_m)
+    terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
+                          run.field.total_variation(config.loss.tv_samples, run.generator),
+                          batch_latents if config.field.use_latent_code else None, loss_config, depth)
+    run.optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    run.optimizer.step()
+    run.state.step += 1
+    if run.state.step % config.occupancy_every == 0:
+        _update_occupancy(run)
+    return _Step(size=size, lr_factor=factor, terms=terms, output=output)
+
+
+def _log_step(run: Run, step: _Step, progress: Progress) -> None:
+    psnr = psnr_from_mse(step.terms.rgb)
+    losses = step.terms.as_floats()
+    progress.set(loss=losses["total"], psnr=psnr, res=step.size, occ=f"{run.occupancy.occupied_fraction:.2f}")
+    progress.update()
+    if run.state.step % 10 == 0 or run.state.step == run.config.schedule.iterations:
+        run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
+                              "resolution": step.size, "lr_factor": step.lr_factor, "psnr": psnr,
+                              "samples_per_ray": step.output.samples_evaluated / step.output.opacity.shape[0],
+                              "occupied": run.occupancy.occupied_fraction, **losses})
+
+
+def _probe(run: Run, strip: Path | None, progress: Progress) -> None:
+    """Score the held-out probe (its time is not training time) and log it."""
+    size = run.probe.size
+    images = run.images[size]
+    latent = run.field.mean_latent() if run.config.field.use_latent_code else None
+    background = _background(run, images.background).reshape(size, size, 3)
+    scores = probe_heldout(run.probe, run.field, run.occupancy, run.config.renderer, images.camera, background,
+                           latent, strip)
+    run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
+                          **{f"heldout_{k}": v for k, v in scores.items()}})
+    progress.set(heldout=scores["psnr"])
 
 
 def _density_of_frame(run: Run, row: int):
     latents = run.field.latents[row:row + 1] if run.config.field.use_latent_code else None
-    frames = run.field.prepare(run.codes[row:row + 1].to(run.device), latents)
+    frames = run.field.prepare(run.codes[row:row + 1], latents)
 
     def density_at(points: torch.Tensor) -> torch.Tensor:
         points = points.to(run.device)
@@ -364,71 +325,10 @@ def _finalise_occupancy(run: Run) -> None:
     run.occupancy.dilate(1)
 
 
-@torch.no_grad()
-def _probe_heldout(run: Run, work_dir: Path | None) -> dict[str, float]:
-    """Mean PSNR, SSIM and L1 over the probe's held-out frames (mean latent code); a preview strip into
-    ``work_dir/previews`` when given."""
-    import cv2
-
-    from avatar4d.evaluation.metrics import l1, psnr, ssim
-
-    size = run.config.schedule.resolutions[-1]
-    images = run.images[size]
-    latent = run.field.mean_latent() if run.config.field.use_latent_code else None
-    background = _background(run, images.background).reshape(size, size, 3)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "l1": []}
-    strips = []
-    for i in range(len(run.probe.indices)):
-        output = render_image(run.field, images.camera, run.probe.poses[i], run.probe.codes[i], latent, background,
-                              run.config.renderer, run.occupancy)
-        render = output.rgb.reshape(size, size, 3).clamp(0, 1).cpu()
-        for name, metric in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
-            scores[name].append(metric(render, run.probe.rgb[i]))
-        strips.append(torch.cat([run.probe.rgb[i], render], 1))
-    if work_dir is not None:
-        previews = work_dir / "previews"
-        previews.mkdir(exist_ok=True)
-        strip = (torch.cat(strips, 0).numpy() * 255).round().astype(np.uint8)
-        cv2.imwrite(str(previews / f"step_{run.state.step:06d}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-    return {name: float(np.mean(values)) for name, values in scores.items()}
-
-
 def _scene_plate(run: Run) -> np.ndarray:
     """(S, S, 3) uint8 scene plate at the dataset's resolution (from the full-size training images if loaded, else
     resized up from the largest training resolution)."""
-    import cv2
-
     largest = max(run.images)
     plate = (run.images[largest].background.reshape(largest, largest, 3).numpy() * 255).round().astype(np.uint8)
     size = run.dataset.size
-    if largest != size:
-        plate = cv2.resize(plate, (size, size), interpolation=cv2.INTER_LINEAR)
-    return plate
-
-
-def _plot_training_curve(log: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from avatar4d.atomic import atomic_file
-
-    steps = [e for e in log if "psnr" in e]
-    held = [e for e in log if "heldout_psnr" in e]
-    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.semilogy([e["time_s"] for e in steps], [e["total"] for e in steps], label="total loss")
-    ax_loss.semilogy([e["time_s"] for e in steps], [e["rgb"] for e in steps], label="colour MSE")
-    ax_loss.set_xlabel("training time (s)")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    ax_psnr.plot([e["time_s"] for e in steps], [e["psnr"] for e in steps], alpha=0.5, label="train batch PSNR")
-    ax_psnr.plot([e["time_s"] for e in held], [e["heldout_psnr"] for e in held], "o-", label="held-out PSNR")
-    ax_psnr.set_xlabel("training time (s)")
-    ax_psnr.set_ylabel("dB")
-    ax_psnr.legend()
-    ax_psnr.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    return resize_square(plate, size)

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from avatar4d.avatar import Avatar
-from avatar4d.render.novel_views import HeadRotation, relative_rotations, rotated_pose
+from avatar4d.geometry.angles import HeadRotation, rotated_pose
 from avatar4d.tracking.controls import CONTROL_NAMES, ExpressionEdit, resolve_expression
 
 REST_CAMERA_POSITION = (0.0, -1.0, 0.0)
@@ -142,7 +142,7 @@ def frame_state(avatar: Avatar, index: int) -> ViewState:
     controls = avatar.face_model.controls
     values = np.clip(avatar.frames.controls[index].astype(np.float64), controls.range_min, controls.range_max)
     base = avatar.frames.codes[index].astype(np.float64) - controls.to_code(values)
-    yaw, pitch, roll = relative_rotations(avatar, np.array([index]))[0]
+    yaw, pitch, roll = avatar.frames.head_rotations(np.array([index]))[0]
     return ViewState(controls=tuple(float(v) for v in values), base=tuple(float(v) for v in base),
                      rotation=HeadRotation(float(yaw), float(pitch), float(roll)), frame=int(index))
 

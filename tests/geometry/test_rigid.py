@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from avatar4d.render.canonical import invert_rigid, rays_to_head_space
+from avatar4d.geometry.rays import rays_to_head_space
+from avatar4d.geometry.rigid import invert_rigid
 
 
 def random_rigid(count: int | None, seed: int) -> torch.Tensor:

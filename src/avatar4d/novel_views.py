@@ -10,86 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from avatar4d.atomic import disk_errors
 from avatar4d.avatar import Avatar, load_avatar
-from avatar4d.errors import ControlError, OutputError
-from avatar4d.evaluation.strips import to_uint8, write_png
+from avatar4d.errors import ControlError
+from avatar4d.geometry.angles import HeadRotation, rotated_pose
+from avatar4d.images import to_uint8, write_png
 from avatar4d.progress import Progress, note
-from avatar4d.tracking.controls import ExpressionEdit, parse_assignments, resolve_expression
+from avatar4d.validation import check_finite, check_output_file
 from avatar4d.video.write import Mp4Writer
 
 IMAGE_SUFFIXES = (".png",)
 VIDEO_SUFFIXES = (".mp4",)
-
-
-_ANGLE_SIGNS = np.array([1.0, -1.0, 1.0])
-"""A rotation about the head's +x axis turns the nose down; pitch counts up as positive."""
-
-
-@dataclass(frozen=True)
-class HeadRotation:
-    """A head rotation relative to the mean pose, degrees: yaw turns the face to the subject's left, pitch lifts it,
-    roll tilts it counter-clockwise as the camera sees it (the same angles as ``tracking.head_pose.head_angles_deg``)."""
-
-    yaw: float = 0.0
-    pitch: float = 0.0
-    roll: float = 0.0
-
-    def matrix(self) -> np.ndarray:
-        """(3, 3) rotation in the head frame (intrinsic: yaw about y, then pitch about x, then roll about z)."""
-        angles = np.array([self.yaw, self.pitch, self.roll]) * _ANGLE_SIGNS
-        return Rotation.from_euler("YXZ", angles, degrees=True).as_matrix()
-
-    @classmethod
-    def from_matrix(cls, rotation: np.ndarray) -> HeadRotation:
-        """Inverse of :meth:`matrix`."""
-        yaw, pitch, roll = Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True) * _ANGLE_SIGNS
-        return cls(float(yaw), float(pitch), float(roll))
-
-
-def rotated_pose(camera_from_head: np.ndarray, rotation: HeadRotation) -> np.ndarray:
-    """(4, 4) ``camera_from_head`` with the head turned about its own origin."""
-    turn = np.eye(4)
-    turn[:3, :3] = rotation.matrix()
-    return camera_from_head @ turn
-
-
-def relative_rotations(avatar: Avatar, indices: np.ndarray | None = None) -> np.ndarray:
-    """(F, 3) yaw, pitch, roll (degrees) of frames' poses relative to the mean training pose."""
-    indices = avatar.frames.train_indices if indices is None else indices
-    mean = avatar.frames.mean_camera_from_head
-    relative = np.einsum("ji,fjk->fik", mean[:3, :3], avatar.frames.camera_from_head[indices, :3, :3])
-    return Rotation.from_matrix(relative).as_euler("YXZ", degrees=True) * _ANGLE_SIGNS
-
-
-def seen_rotation_range(avatar: Avatar) -> tuple[np.ndarray, np.ndarray]:
-    """(3,) smallest and (3,) largest yaw, pitch, roll seen in training, relative to the mean pose."""
-    angles = relative_rotations(avatar)
-    return angles.min(0), angles.max(0)
-
-
-def _check_output(out: Path, suffixes: tuple[str, ...]) -> None:
-    if out.suffix.lower() not in suffixes:
-        raise OutputError(f"{out}: choose a file ending in {' or '.join(suffixes)}")
-    if not out.parent.exists():
-        raise OutputError(f"{out.parent} does not exist")
-
-
-def _check_size(size: int | None) -> None:
-    if size is not None and size < 1:
-        raise ControlError(f"--size must be a positive number of pixels, got {size}")
-
-
-def _check_angles(**degrees: float | None) -> None:
-    for name, value in degrees.items():
-        if value is not None and not math.isfinite(value):
-            raise ControlError(f"--{name} must be a finite number of degrees, got {value}")
 
 
 def load_edit_state(path: Path) -> tuple[dict[str, float], HeadRotation]:
@@ -109,21 +44,8 @@ def load_edit_state(path: Path) -> tuple[dict[str, float], HeadRotation]:
     return expression, rotation
 
 
-def expression_edit(avatar: Avatar, assignments: dict[str, float] | str | None, *,
-                    extrapolate: bool = False) -> ExpressionEdit:
-    """Resolve ``jaw_open=0.8,e0=2`` (or a dict) against the avatar's face model; notes any clamping."""
-    if isinstance(assignments, str):
-        assignments = parse_assignments(assignments)
-    model = avatar.face_model
-    edit = resolve_expression(assignments or {}, model.controls, model.code_min, model.code_max,
-                              extrapolate=extrapolate)
-    for message in edit.clamped:
-        note(f"{message}; pass --extrapolate to go beyond what training saw")
-    return edit
-
-
 def _warn_beyond_training(avatar: Avatar, rotation: HeadRotation, margin_deg: float = 5.0) -> None:
-    low, high = seen_rotation_range(avatar)
+    low, high = avatar.frames.rotation_range()
     for name, value, lo, hi in zip(("yaw", "pitch", "roll"), (rotation.yaw, rotation.pitch, rotation.roll), low, high):
         if value < lo - margin_deg or value > hi + margin_deg:
             note(f"{name} {value:+.0f} deg is beyond the training views ({lo:+.0f}..{hi:+.0f} deg): expect artefacts")
@@ -132,7 +54,7 @@ def _warn_beyond_training(avatar: Avatar, rotation: HeadRotation, margin_deg: fl
 def render_frame(avatar: Avatar, code: np.ndarray, rotation: HeadRotation, size: int) -> np.ndarray:
     """(size, size, 3) uint8 render of the avatar with an expression code and a head rotation."""
     pose = rotated_pose(avatar.frames.mean_camera_from_head, rotation)
-    return to_uint8(avatar.render(pose, code, size=size).rgb.reshape(size, size, 3).cpu())
+    return to_uint8(avatar.render_image(pose, code, size))
 
 
 def _even(size: int) -> int:
@@ -149,19 +71,17 @@ def render_orbit(avatar_dir: Path, out: Path, *, frames: int = 90, yaw_deg: floa
         yaw_deg, pitch_deg: sweep amplitudes (default: the largest turn seen in training, at least 10 and 5 degrees).
         expression: semantic controls / raw components (default: the mean face).
     """
-    out = Path(out)
-    _check_output(out, VIDEO_SUFFIXES)
-    _check_size(size)
-    _check_angles(yaw=yaw_deg, pitch=pitch_deg)
+    out = check_output_file(out, VIDEO_SUFFIXES)
+    check_finite(yaw=yaw_deg, pitch=pitch_deg)
     if frames < 2:
         raise ControlError(f"an orbit needs at least 2 frames, got {frames}")
     avatar = load_avatar(avatar_dir)
-    size = _even(size or avatar.image_size)
-    low, high = seen_rotation_range(avatar)
+    size = _even(avatar.output_size(size))
+    low, high = avatar.frames.rotation_range()
     yaw = yaw_deg if yaw_deg is not None else max(10.0, float(max(abs(low[0]), abs(high[0]))))
     pitch = pitch_deg if pitch_deg is not None else max(5.0, float(max(abs(low[1]), abs(high[1]))))
     _warn_beyond_training(avatar, HeadRotation(yaw, pitch))
-    code = expression_edit(avatar, expression, extrapolate=extrapolate).code
+    code = avatar.resolve_expression(expression, extrapolate=extrapolate).code
     half = frames // 2
     rotations = [HeadRotation(yaw=yaw * math.sin(2 * math.pi * i / half)) for i in range(half)]
     rotations += [HeadRotation(pitch=pitch * math.sin(2 * math.pi * i / (frames - half))) for i in range(frames - half)]
@@ -178,13 +98,11 @@ def render_edit(avatar_dir: Path, out: Path, *, expression: dict[str, float] | s
         expression: e.g. ``"jaw_open=0.8,smile=0.5"`` or ``{"e0": 2.0}``.
         rotation: head yaw, pitch, roll relative to the mean pose, degrees.
     """
-    out = Path(out)
-    _check_output(out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    _check_size(size)
-    _check_angles(yaw=rotation.yaw, pitch=rotation.pitch, roll=rotation.roll)
+    out = check_output_file(out, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    check_finite(yaw=rotation.yaw, pitch=rotation.pitch, roll=rotation.roll)
     avatar = load_avatar(avatar_dir)
-    size = _even(size or avatar.image_size)
-    edit = expression_edit(avatar, expression, extrapolate=extrapolate)
+    size = _even(avatar.output_size(size))
+    edit = avatar.resolve_expression(expression, extrapolate=extrapolate)
     _warn_beyond_training(avatar, rotation)
     if out.suffix.lower() in IMAGE_SUFFIXES:
         with disk_errors(out):

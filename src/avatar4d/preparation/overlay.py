@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 from avatar4d.atomic import atomic_file
+from avatar4d.geometry.rigid import transform_points
 from avatar4d.progress import Progress
-from avatar4d.tracking.head_pose import head_angles_deg, project_template, transform_points
+from avatar4d.tracking.head_pose import head_angles_deg, project_template
 from avatar4d.video.write import Mp4Writer
 
 if TYPE_CHECKING:

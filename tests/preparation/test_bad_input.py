@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-import avatar4d.tracking.prepare as prepare_module
+import avatar4d.preparation.passes as passes_module
 from avatar4d.atomic import partial_path
 from avatar4d.cli import main
 from avatar4d.dataset.layout import load_dataset
 from avatar4d.errors import InputVideoError, OutputError
+from avatar4d.preparation.config import PrepareConfig
+from avatar4d.preparation.prepare import prepare
 from avatar4d.tracking.landmarks import FaceMeshTracker
-from avatar4d.tracking.prepare import PrepareConfig, prepare
 from avatar4d.video import Mp4Writer, iter_frames
 
 FAST = PrepareConfig(size=256, overlay=False)
@@ -281,7 +282,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, short_clip):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module, "fit_face_model", interrupt)
+    monkeypatch.setattr(passes_module, "fit_face_model", interrupt)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         prepare(short_clip, out, FAST)
@@ -345,7 +346,7 @@ def test_cli_interrupted_exits_130_and_leaves_nothing(tmp_path, monkeypatch, cap
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module, "fit_face_model", interrupt)
+    monkeypatch.setattr(passes_module, "fit_face_model", interrupt)
     out = tmp_path / "X"
     assert main(["prepare", str(short_clip), "--out", str(out), "--size", "256", "--no-overlay"]) == 130
     assert "interrupted" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from avatar4d.render.cameras import pixel_centers, pixel_directions
-from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rays import pixel_centers, pixel_directions
 
 CAMERAS = [
     PinholeCamera(fx=300.0, fy=300.0, cx=128.0, cy=128.0, width=256, height=256),

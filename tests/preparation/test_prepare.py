@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from avatar4d.dataset.layout import load_dataset
+from avatar4d.preparation.config import PrepareConfig
+from avatar4d.preparation.prepare import prepare
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.camera import SquareCrop, crop_camera, source_camera
 from avatar4d.tracking.head_pose import project_template, rotation_angle_deg, solve_head_pose
-from avatar4d.tracking.prepare import PrepareConfig, prepare
 from avatar4d.video import iter_frames, probe_video
 
 STABLE = np.asarray(lm.STABLE_LANDMARKS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatar4d.render.novel_views import HeadRotation, rotated_pose
-from avatar4d.tracking.camera import PinholeCamera
+from avatar4d.geometry.angles import HeadRotation, rotated_pose
+from avatar4d.geometry.camera import PinholeCamera
 from avatar4d.tracking.head_pose import head_angles_deg, pose_from_head_angles, project_template
 
 CAMERA = PinholeCamera(500.0, 500.0, 256.0, 256.0, 512, 512)

@@ -12,22 +12,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from files import KNOWN, read_png
+from torch_threads import torch_threads
 
 from avatar4d.avatar import load_avatar
 from avatar4d.errors import AvatarError, ControlError, OutputError
-from avatar4d.render.novel_views import (
-    HeadRotation,
-    expression_edit,
-    load_edit_state,
-    render_edit,
-    render_frame,
-    render_orbit,
-)
+from avatar4d.geometry.angles import HeadRotation
+from avatar4d.novel_views import load_edit_state, render_edit, render_frame, render_orbit
 from avatar4d.tracking import landmarks as lm
 from avatar4d.tracking.controls import CONTROL_NAMES
 from avatar4d.video import iter_frames, probe_video
-from files import KNOWN, read_png
-from torch_threads import torch_threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -56,7 +50,7 @@ def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_face(avatar) -> np.ndarray:
-    return render_frame(avatar, expression_edit(avatar, None).code, HeadRotation(), SIZE)
+    return render_frame(avatar, avatar.resolve_expression(None).code, HeadRotation(), SIZE)
 
 
 def projected_box(avatar, landmarks, margin: float) -> tuple[slice, slice]:
@@ -99,7 +93,7 @@ def test_orbit_frames_are_the_head_turned_left_right_up_and_down(orbit: Path, av
     """Each frame is the avatar rendered at the sweep's angle (nearer to that render than to the others); the two
     frames at the rest pose match each other, the turned ones differ from them."""
     frames = read_video(orbit)
-    code = expression_edit(avatar, None).code
+    code = avatar.resolve_expression(None).code
     expected = {0: HeadRotation(), 2: HeadRotation(yaw=ORBIT_YAW), 6: HeadRotation(yaw=-ORBIT_YAW),
                 8: HeadRotation(), 10: HeadRotation(pitch=ORBIT_PITCH), 14: HeadRotation(pitch=-ORBIT_PITCH)}
     references = {rotation: render_frame(avatar, code, rotation, SIZE) for rotation in set(expected.values())}
@@ -138,7 +132,7 @@ def test_opening_the_jaw_changes_the_mouth_more_than_the_forehead(avatar, traine
 def test_a_raw_component_edit_sets_that_component_and_changes_the_face(avatar, trained_avatar: Path, tmp_path: Path,
                                                                        capsys):
     model = avatar.face_model
-    edit = expression_edit(avatar, "e0=2", extrapolate=True)
+    edit = avatar.resolve_expression("e0=2", extrapolate=True)
     expected = np.zeros(model.num_components)  # the mean face's code is 0; e0 alone is set
     expected[0] = 2.0
     np.testing.assert_allclose(edit.code, expected, atol=1e-12)
@@ -148,7 +142,7 @@ def test_a_raw_component_edit_sets_that_component_and_changes_the_face(avatar, t
     assert mean_abs(image, mean_face(avatar)) > 0.2
     # without --extrapolate, e0=2 is kept within the range of e0 seen in training
     capsys.readouterr()
-    edit = expression_edit(avatar, "e0=2")
+    edit = avatar.resolve_expression("e0=2")
     assert edit.code[0] == pytest.approx(min(2.0, float(model.code_max[0])))
     np.testing.assert_allclose(edit.code[1:], 0.0, atol=1e-12)
     if model.code_max[0] < 2.0:
@@ -163,7 +157,7 @@ def test_a_control_beyond_what_training_saw_is_clamped_with_a_note_unless_extrap
     unclamped = model.controls.weights[:, jaw] * (high + 1.0 - model.controls.mean[jaw])  # other controls at mean
 
     capsys.readouterr()
-    clamped = expression_edit(avatar, {"jaw_open": high + 1.0})
+    clamped = avatar.resolve_expression({"jaw_open": high + 1.0})
     assert clamped.controls == {"jaw_open": high}
     # the control is clamped, not the code it maps to: that stays on the video's own direction for the control
     expected = model.controls.weights[:, jaw] * (high - model.controls.mean[jaw])
@@ -171,7 +165,7 @@ def test_a_control_beyond_what_training_saw_is_clamped_with_a_note_unless_extrap
     note = capsys.readouterr().err
     assert f"jaw_open={high + 1.0:g} clamped" in note and "--extrapolate" in note
 
-    free = expression_edit(avatar, {"jaw_open": high + 1.0}, extrapolate=True)
+    free = avatar.resolve_expression({"jaw_open": high + 1.0}, extrapolate=True)
     assert free.controls == {"jaw_open": high + 1.0} and free.clamped == []
     np.testing.assert_allclose(free.code, unclamped, atol=1e-12)
     assert "clamped" not in capsys.readouterr().err
@@ -204,7 +198,7 @@ def test_render_edit_to_png_is_the_avatar_rendered_with_the_edit(avatar, trained
     assert out == tmp_path / "still.png"
     image = read_png(out)
     assert image.shape == (SIZE, SIZE, 3)
-    np.testing.assert_array_equal(image, render_frame(avatar, expression_edit(avatar, EDIT).code, TURN, SIZE))
+    np.testing.assert_array_equal(image, render_frame(avatar, avatar.resolve_expression(EDIT).code, TURN, SIZE))
     assert read_png(render_edit(trained_avatar, tmp_path / "odd.png", size=31)).shape == (32, 32, 3)
 
 
@@ -216,7 +210,7 @@ def test_render_edit_to_mp4_goes_from_the_mean_face_to_the_edit_and_back(avatar,
     video = read_video(out)
     assert len(video) == frames and info.frame_count == frames
     assert (info.width, info.height, info.codec) == (SIZE, SIZE, "h264") and pixel_format(out) == "yuv420p"
-    edited = render_frame(avatar, expression_edit(avatar, EDIT).code, TURN, SIZE)
+    edited = render_frame(avatar, avatar.resolve_expression(EDIT).code, TURN, SIZE)
     rest = mean_face(avatar)
     assert mean_abs(edited, rest) > 2 * CODEC_TOLERANCE, "the edit must be visible for this check to mean anything"
     for index, image, other in [(0, rest, edited), (frames - 1, rest, edited), (frames // 2, edited, rest)]:

@@ -1,0 +1,1 @@
+"""The ground floor: cameras, rigid transforms, rays and head angles. Every stage imports it; it imports no stage."""

@@ -1,0 +1,54 @@
+"""The head surface as a mesh: marching cubes of the field's density at one expression, with vertex colours, and a
+shaded preview image.
+
+``export_mesh(avatar, "head.ply")`` writes ``head.ply`` (or ``.obj`` / ``.glb``) and ``head_preview.png`` beside it.
+
+- **Where.** The density is sampled on a regular grid of vertices spanning the avatar's head box (head frame,
+  metres): ``resolution`` vertices along the box's longest side, the other sides in proportion (near-cubic cells).
+- **Which expression.** The neutral face (expression code 0, the video's mean face) or a given code, always with the
+  mean of the training frames' latent codes (what novel frames use).
+- **Iso level.** :func:`choose_level`. It starts from :func:`iso_level`: the density at which a segment one
+  canonical voxel long (the field's own resolution, ``config.field.canonical.voxel_size_m``) has opacity 0.5,
+  ``ln 2 / voxel`` (139 per metre for the preview preset's 5 mm voxels). That suits a field with a crisp surface,
+  and it depends on the avatar, not on ``resolution``, so a finer grid refines the same surface instead of moving it.
+  Briefly trained fields are soft (opacity builds up over centimetres of low density), and there that level leaves
+  only fragments. So the level is lowered in steps of sqrt(2), down to 1/64 of it, and the highest level is kept
+  whose mesh, seen from the front, covers what the avatar renders as at least half opaque from the front: the
+  silhouette of the largest piece of ``density > level`` against the columns where ``1 - exp(-sum density dz)``
+  reaches 0.5, by intersection over union, within 0.02 of the best level's. ``level=`` overrides all this.
+- **Closed surface.** The grid is padded with empty space before marching cubes, so where the head meets the box
+  (the neck at its bottom face) the surface is capped flat on the box face rather than left open; the vertices of
+  such caps are put back onto the box face.
+- **One piece.** Only the largest connected component (by faces) is kept: floaters of stray density and enclosed
+  inner shells are dropped (:attr:`MeshResult.dropped_components` says how many).
+- **Colour.** Each vertex gets the field's colour at that point seen from the front (view direction (0, 0, -1): from
+  the +z side of the head frame into the face), as uint8 RGB.
+- **Preview.** ``<stem>_preview.png``: the mesh from the front and from a three-quarter view, side by side,
+  orthographic, Lambert shading times the vertex colour, by the small z-buffer rasteriser :func:`rasterize`.
+
+Head frame: x towards the subject's left, y up, z out of the face (see ``avatar4d.geometry.camera``).
+"""
+
+from avatar4d.mesh.export import MESH_SUFFIXES, MIN_RESOLUTION, MeshResult, export_mesh, preview_path_for
+from avatar4d.mesh.preview import OrthoView, Raster, preview_views, rasterize, render_preview, shade_view
+from avatar4d.mesh.surface import (
+    EmptySurfaceError,
+    LevelChoice,
+    choose_level,
+    edge_counts,
+    extract_surface,
+    front_silhouette_agreement,
+    grid_shape,
+    iso_level,
+    largest_component,
+    opaque_from_front,
+    sample_density,
+    vertex_colors,
+)
+
+__all__ = [
+    "MESH_SUFFIXES", "MIN_RESOLUTION", "EmptySurfaceError", "LevelChoice", "MeshResult", "OrthoView", "Raster",
+    "choose_level", "edge_counts", "export_mesh", "extract_surface", "front_silhouette_agreement", "grid_shape",
+    "iso_level", "largest_component", "opaque_from_front", "preview_path_for", "preview_views", "rasterize",
+    "render_preview", "sample_density", "shade_view", "vertex_colors",
+]

@@ -1,0 +1,62 @@
+"""The training run's configuration: what ``avatar/config.json`` records. It imports only the components' configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from avatar4d.dataset.sampling import ImportanceConfig
+from avatar4d.field.head_field import HeadFieldConfig
+from avatar4d.render.renderer import RendererConfig
+from avatar4d.training.losses import LossConfig
+from avatar4d.training.schedule import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam learning rates per parameter group (all decay together, see the schedule)."""
+
+    canonical: float = 0.05
+    motion: float = 0.02
+    decoder: float = 3e-3
+    latent: float = 3e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved as ``config.json`` in the avatar)."""
+
+    field: HeadFieldConfig = dataclasses.field(default_factory=HeadFieldConfig)
+    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
+    frames_per_batch: int = 4
+    """Frames per batch (their expression grids are mixed once each)."""
+    rays_per_frame: int = 1024
+    landmark_rays_per_frame: int = 64
+    """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
+    use_background: bool = True
+    """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
+    no mask loss; the field must explain everything)."""
+    occupancy_cell_m: float = 0.01
+    """Edge of an occupancy cell, metres."""
+    occupancy_threshold: float = 2.0
+    """Density (per metre) above which a cell is occupied (about 1% opacity over 5 mm)."""
+    occupancy_every: int = 16
+    occupancy_warmup: int = 100
+    """Steps before empty space is skipped."""
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every_s: float = 60.0
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every this many steps (0: only by time)."""
+    evaluations: int = 8
+    """Held-out checks (PSNR on a few held-out frames, preview render) spread over the run."""
+    probe_every_s: float = 0.0
+    """Also check the held-out frames every this many seconds of training (0: off); for quality-versus-time
+    curves. Checks never touch the training's random state, and their time is not counted as training time."""
+    time_limit_s: float = 0.0
+    """Stop once training has run this long (0: run every iteration of the schedule)."""
+    heldout_probe_frames: int = 4
