@@ -18,7 +18,7 @@ from avatar4d.field.expression_grids import (
     face_region_weights,
 )
 from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
-from avatar4d.field.voxel_grid import grid_cells
+from avatar4d.geometry.lattice import grid_cells
 from avatar4d.tracking import landmarks as lm
 
 # small tensor operations on 2 shared cores run several times faster on one thread

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from avatar4d.field.head_field import FieldGeometry, HeadBoxConfig, HeadField, HeadFieldConfig, field_geometry
-from avatar4d.field.voxel_grid import grid_cells, grid_shape_for_box, total_variation
+from avatar4d.field.voxel_grid import grid_shape_for_box, total_variation
+from avatar4d.geometry.lattice import grid_cells
 
 # small tensor operations on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from avatar4d.field.voxel_grid import (
     VoxelGrid,
     corner_indices_and_weights,
-    grid_cells,
     grid_shape_for_box,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
-    vertex_coordinates,
 )
+from avatar4d.geometry.lattice import grid_cells, vertex_coordinates
 
 SHAPES = [(2, 2, 2), (5, 4, 3), (7, 2, 6), (9, 11, 8)]
 

@@ -16,11 +16,11 @@ from torch import Tensor, nn
 
 from avatar4d.field.voxel_grid import (
     corner_indices_and_weights,
-    grid_cells,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
 )
+from avatar4d.geometry.lattice import grid_cells
 
 
 @dataclass(frozen=True)

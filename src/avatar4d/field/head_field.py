@@ -19,11 +19,11 @@ from avatar4d.field.heads import Decoder, DecoderConfig
 from avatar4d.field.voxel_grid import (
     VoxelGrid,
     VoxelGridConfig,
-    grid_cells,
     grid_shape_for_box,
     sampled_total_variation,
     total_variation,
 )
+from avatar4d.geometry.lattice import grid_cells
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from avatar4d.geometry.lattice import grid_cells
+
 
 def corner_indices_and_weights(coords: Tensor, shape: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
     """Flat indices of the 8 grid vertices around each point, and their trilinear weights.
@@ -81,17 +83,6 @@ def trilinear_gather(table: Tensor, indices: Tensor, weights: Tensor, offsets: T
     if offsets is not None:
         indices = indices + offsets[:, None]
     return _TrilinearGather.apply(table, indices, weights.to(table.dtype))
-
-
-def grid_cells(shape: tuple[int, int, int]) -> int:
-    return shape[0] * shape[1] * shape[2]
-
-
-def vertex_coordinates(shape: tuple[int, int, int], device: torch.device | str | None = None) -> Tensor:
-    """(X * Y * Z, 3) normalised coordinates of every grid vertex, in table order."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in shape]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
-    return grid.reshape(-1, 3)
 
 
 def total_variation(table: Tensor, shape: tuple[int, int, int]) -> Tensor:

@@ -29,26 +29,7 @@ shaded preview image.
 Head frame: x towards the subject's left, y up, z out of the face (see ``avatar4d.geometry.camera``).
 """
 
-from avatar4d.mesh.export import MESH_SUFFIXES, MIN_RESOLUTION, MeshResult, export_mesh, preview_path_for
-from avatar4d.mesh.preview import OrthoView, Raster, preview_views, rasterize, render_preview, shade_view
-from avatar4d.mesh.surface import (
-    EmptySurfaceError,
-    LevelChoice,
-    choose_level,
-    edge_counts,
-    extract_surface,
-    front_silhouette_agreement,
-    grid_shape,
-    iso_level,
-    largest_component,
-    opaque_from_front,
-    sample_density,
-    vertex_colors,
-)
+from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh
+from avatar4d.mesh.surface import EmptySurfaceError
 
-__all__ = [
-    "MESH_SUFFIXES", "MIN_RESOLUTION", "EmptySurfaceError", "LevelChoice", "MeshResult", "OrthoView", "Raster",
-    "choose_level", "edge_counts", "export_mesh", "extract_surface", "front_silhouette_agreement", "grid_shape",
-    "iso_level", "largest_component", "opaque_from_front", "preview_path_for", "preview_views", "rasterize",
-    "render_preview", "sample_density", "shade_view", "vertex_colors",
-]
+__all__ = ["MESH_SUFFIXES", "EmptySurfaceError", "MeshResult", "export_mesh"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from avatar4d.field.voxel_grid import grid_cells, vertex_coordinates
+from avatar4d.geometry.lattice import grid_cells, vertex_coordinates
 
 
 def intersect_box(origins: Tensor, directions: Tensor, box_min: Tensor, box_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -18,19 +18,15 @@ from safetensors.torch import load_file, save_file
 
 from avatar4d.avatar import load_avatar
 from avatar4d.errors import AvatarError, ControlError, OutputError
-from avatar4d.mesh import (
-    BACKGROUND,
-    MESH_SUFFIXES,
+from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh
+from avatar4d.mesh.preview import BACKGROUND, preview_views, rasterize
+from avatar4d.mesh.surface import (
     EmptySurfaceError,
-    MeshResult,
     choose_level,
-    export_mesh,
     extract_surface,
     grid_shape,
     iso_level,
     largest_component,
-    preview_views,
-    rasterize,
 )
 
 # ------------------------------------------------------------------------------------------ rasteriser vs loops
