@@ -37,7 +37,7 @@ from avatar4d.errors import AvatarError, DatasetError
 from avatar4d.field.head_field import FieldGeometry, HeadField, HeadFieldConfig
 from avatar4d.geometry.angles import yaw_pitch_roll_deg
 from avatar4d.geometry.camera import PinholeCamera
-from avatar4d.images import read_rgb, resize_square, to_float, write_png
+from avatar4d.images import read_rgb, resize_square, write_png
 from avatar4d.progress import note
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import RendererConfig, RenderOutput, render_image
@@ -137,7 +137,8 @@ class Avatar:
     def scene_at(self, size: int) -> torch.Tensor:
         """(size, size, 3) float scene plate in [0, 1], on the avatar's device."""
         if size not in self._scenes:
-            self._scenes[size] = to_float(resize_square(self.scene, size)).to(self.device)
+            plate = resize_square(self.scene.astype(np.float32) / 255.0, size)
+            self._scenes[size] = torch.from_numpy(plate).to(self.device)
         return self._scenes[size]
 
     def output_size(self, size: int | None) -> int:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from avatar4d.environment import keep_freed_memory
 from avatar4d.errors import Avatar4dError
 
 
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 args=argv, prog="avatar4d",
                                                 description="Phone video of a face -> animatable 4D head avatar.")
     handler = next(run for args_type, run in COMMANDS.values() if isinstance(args, args_type))
+    keep_freed_memory()  # large tensors are freed and taken again every step: keep them instead of re-faulting pages
     try:
         handler(args)
     except Avatar4dError as error:

@@ -29,15 +29,20 @@ def check_finite(**values: float | None) -> None:
             raise ControlError(f"--{name} must be a finite number, got {value}")
 
 
-def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
+def check_output_file(path: Path, suffixes: tuple[str, ...], *, what: str = "") -> Path:
     """A file to write: one of ``suffixes``, in a folder that exists, not a folder itself.
+
+    Args:
+        what: what is written (``"a reenactment video"``), for the message about a wrong suffix.
 
     Raises:
         OutputError: naming what is wrong with the path.
     """
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise OutputError(f"{path}: choose a file ending in {' or '.join(suffixes)}")
+        choices = " or ".join(suffixes)
+        raise OutputError(f"{path}: {what} is written as {choices}" if what else
+                          f"{path}: choose a file ending in {choices}")
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name ending in {' or '.join(suffixes)}")
     if not path.parent.exists():

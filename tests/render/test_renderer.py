@@ -159,3 +159,32 @@ def test_render_image_equals_its_rays_whatever_the_chunk_size(field):
     missed = big.opacity == 0
     assert 0.1 < float(missed.float().mean()) < 0.9  # the head box covers part of the image
     assert torch.equal(big.rgb[missed], background.reshape(-1, 3)[missed])
+
+
+@pytest.mark.parametrize("group", [1, 5, 8, 64])
+def test_marching_without_termination_equals_compositing_every_sample(field, group):
+    """Without gradients rays are marched group by group; with termination off it is the full composite."""
+    origins, directions, frame_ids, background = rays(field, 300, seed=20)
+    frames = field.prepare(torch.randn(2, 32, generator=torch.Generator().manual_seed(21)), field.latents[:2])
+    occupancy = occupancy_for(field)
+    every_sample = render_rays(field, origins, directions, frame_ids, frames, background,
+                               RendererConfig(samples_per_ray=40, min_transmittance=0.0), occupancy)
+    with torch.no_grad():
+        marched = render_rays(field, origins, directions, frame_ids, frames, background,
+                              RendererConfig(samples_per_ray=40, min_transmittance=1e-30, march_group=group),
+                              occupancy)
+    for name in ("rgb", "opacity", "depth", "depth_second_moment"):
+        torch.testing.assert_close(getattr(marched, name), getattr(every_sample, name).detach(), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_marching_stops_rays_behind_the_surface_within_the_threshold(field):
+    origins, directions, frame_ids, background = rays(field, 300, seed=22)
+    frames = field.prepare(torch.zeros(2, 32), field.latents[:2])
+    with torch.no_grad():
+        full = render_rays(field, origins, directions, frame_ids, frames, background,
+                           RendererConfig(samples_per_ray=48, min_transmittance=1e-30))
+        early = render_rays(field, origins, directions, frame_ids, frames, background,
+                            RendererConfig(samples_per_ray=48, min_transmittance=1e-2))
+    assert early.samples_evaluated < full.samples_evaluated
+    assert float((early.rgb - full.rgb).abs().max()) <= 1e-2 + 1e-6

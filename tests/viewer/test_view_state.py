@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avatar4d.geometry.angles import HeadRotation
 from avatar4d.viewer.view_state import (
@@ -123,8 +124,8 @@ def test_a_replayed_frame_has_its_tracked_pose_and_code(avatar):
 def test_the_saved_state_renders_the_same_picture_with_avatar4d_render(avatar, tmp_path):
     """The JSON the Save button writes, read the way `avatar4d render --state` reads it, gives the viewer's picture."""
     from avatar4d.atomic import write_json_atomic
+    from avatar4d.images import to_uint8
     from avatar4d.novel_views import load_edit_state, render_frame
-    from avatar4d.viewer.server import render_view
     from avatar4d.viewer.view_state import resolve_state, rest_state, state_json, state_pose, state_rotation
 
     state = rest_state(avatar).with_control(0, float(avatar.face_model.controls.range_max[0])).with_component(3, 0.7)
@@ -136,7 +137,7 @@ def test_the_saved_state_renders_the_same_picture_with_avatar4d_render(avatar, t
     code = avatar.resolve_expression(expression).code
     np.testing.assert_allclose(code, resolve_state(avatar, state).code, atol=1e-9)
     cli_picture = render_frame(avatar, code, rotation, 48)
-    viewer_picture = render_view(avatar, state_pose(avatar, state), resolve_state(avatar, state).code, 48)
+    viewer_picture = to_uint8(avatar.render_image(state_pose(avatar, state), resolve_state(avatar, state).code, 48))
     assert np.abs(cli_picture.astype(int) - viewer_picture.astype(int)).max() <= 1
 
 
@@ -162,15 +163,20 @@ def test_a_replayed_frame_edited_by_a_slider_is_saved_exactly(avatar, tmp_path):
 
 
 @pytest.mark.slow
-def test_band_rendering_equals_the_whole_picture(avatar):
-    from avatar4d.viewer.server import render_view
+def test_a_cancelled_render_stops_at_the_next_chunk_and_an_uncancelled_one_is_the_whole_picture(avatar):
+    from avatar4d.render.renderer import RenderCancelled
 
     pose = avatar.frames.mean_camera_from_head
     code = avatar.frames.codes[5]
-    whole = render_view(avatar, pose, code, 64)
-    banded = render_view(avatar, pose, code, 64, band_rows=24)
-    assert np.abs(whole.astype(int) - banded.astype(int)).max() <= 1
-    calls = []
-    assert render_view(avatar, pose, code, 64, band_rows=16, cancelled=lambda: calls.append(1) or len(calls) > 2) \
-        is None
-    assert len(calls) == 3, "stops at the first band boundary after being told"
+    size = 160  # more rays than one chunk of the preview preset
+    chunks = -(-size * size // avatar.config.renderer.chunk_rays)
+    asked = []
+    whole = avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) and False)
+    assert len(asked) == chunks
+    torch.testing.assert_close(whole, avatar.render_image(pose, code, size), rtol=0, atol=0)
+    assert chunks > 1
+    asked.clear()
+    if True:
+        with pytest.raises(RenderCancelled):
+            avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) or len(asked) > 1)
+        assert len(asked) == 2, "stops at the first chunk boundary after being told"

@@ -92,7 +92,8 @@ def reenact(avatar_dir: Path, driver: Path, out: Path, *, frame: int | None = No
         expression_only: keep the avatar's mean head pose; transfer the expression only.
         extrapolate: keep the transferred expression beyond the avatar's own spread and range (see :func:`drive`).
     """
-    out = check_output_file(out, (".png",) if frame is not None else (".mp4",))
+    out = check_output_file(out, (".png",) if frame is not None else (".mp4",),
+                            what="a still" if frame is not None else "a reenactment video")
     check_image_size(size)
     avatar, track, result = drive(avatar_dir, driver, max_frames=max_frames, fov_deg=fov_deg,
                                   expression_only=expression_only, extrapolate=extrapolate)

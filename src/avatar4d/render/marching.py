@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from avatar4d.geometry.lattice import grid_cells, vertex_coordinates
 
 
-def intersect_box(origins: Tensor, directions: Tensor, box_min: Tensor, box_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def intersect_box(origins: Tensor, directions: Tensor, box_min: Tensor,
+                  box_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Slab test of rays against an axis-aligned box.
 
     Args:

@@ -62,8 +62,11 @@ class RendererConfig:
     chunk_rays: int = 16384
     """Rays per batch when rendering whole images."""
     min_transmittance: float = 1e-3
-    """When gradients are needed (training), a cheap no-gradient density pass first finds the samples behind the
-    visible surface (light reaching them below this fraction) and the full pass skips them (0 = off)."""
+    """Samples that less than this fraction of the light reaches are skipped (0 = off). When gradients are needed
+    (training), a cheap no-gradient density pass first finds them; without gradients (rendering), rays are marched
+    front to back in groups of ``march_group`` samples and stop once their transmittance falls below it."""
+    march_group: int = 8
+    """Samples per ray evaluated together when marching without gradients."""
 
 
 @dataclass
@@ -103,8 +106,12 @@ def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame
     keep = hit[:, None].expand(count, samples)
     if occupancy is not None and config.skip_empty_space:
         keep = keep & occupancy.query(points.reshape(-1, 3)).view(count, samples)
+    if config.min_transmittance > 0 and not torch.is_grad_enabled():
+        result, evaluated = _march(field, points, directions, frame_ids, frames, deltas, distances, keep, config)
+        return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
+                            depth_second_moment=result.depth_second_moment, samples_evaluated=evaluated)
     index = keep.reshape(-1).nonzero().squeeze(1)
-    if config.min_transmittance > 0 and torch.is_grad_enabled() and index.numel():
+    if config.min_transmittance > 0 and index.numel():
         index = _visible_samples(field, points, directions, frame_ids, frames, deltas, index,
                                  config.min_transmittance)
     density = points.new_zeros(count * samples)
@@ -118,6 +125,50 @@ def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame
     result: Composite = composite(density.view(count, samples), color.view(count, samples, 3), deltas, distances)
     return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
                         depth_second_moment=result.depth_second_moment, samples_evaluated=int(index.numel()))
+
+
+def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
+           deltas: Tensor, distances: Tensor, keep: Tensor, config: RendererConfig) -> tuple[Composite, int]:
+    """Front-to-back marching with early termination: the samples of still-visible rays, ``config.march_group`` at a
+    time; each group is composited on its own and added behind what is in front (exactly :func:`composite` of the
+    whole ray while no ray has stopped).
+
+    Args:
+        points: (R, S, 3); deltas, distances: (R, S); keep: (R, S) bool samples worth evaluating.
+
+    Returns:
+        The composite (``weights`` left empty) and how many samples were evaluated.
+    """
+    count, samples = distances.shape
+    group = max(1, config.march_group)
+    rgb, transmittance = points.new_zeros(count, 3), points.new_ones(count)
+    depth, second = points.new_zeros(count), points.new_zeros(count)
+    alive = keep.any(1).nonzero().squeeze(1)
+    evaluated = 0
+    for start in range(0, samples, group):
+        if alive.numel() == 0:
+            break
+        width = min(group, samples - start)
+        window = slice(start, start + width)
+        flat = keep[alive, window].reshape(-1).nonzero().squeeze(1)
+        density = points.new_zeros(alive.numel() * width)
+        color = points.new_zeros(alive.numel() * width, 3)
+        if flat.numel():
+            rows = alive[torch.div(flat, width, rounding_mode="floor")]
+            columns = start + flat % width
+            sample_density, sample_color = field(points[rows, columns], directions[rows], frame_ids[rows], frames)
+            density, color = density.index_copy(0, flat, sample_density), color.index_copy(0, flat, sample_color)
+            evaluated += int(flat.numel())
+        part = composite(density.view(-1, width), color.view(-1, width, 3), deltas[alive, window],
+                         distances[alive, window])
+        light = transmittance[alive]
+        rgb[alive] += light[:, None] * part.rgb
+        depth[alive] += light * part.depth
+        second[alive] += light * part.depth_second_moment
+        transmittance[alive] = light * (1.0 - part.opacity)
+        alive = alive[transmittance[alive] > config.min_transmittance]
+    return Composite(rgb=rgb, opacity=1.0 - transmittance, weights=points.new_zeros(count, 0), depth=depth,
+                     depth_second_moment=second), evaluated
 
 
 @torch.no_grad()
