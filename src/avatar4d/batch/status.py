@@ -65,5 +65,6 @@ def settle(job: VideoJob, layout: VideoLayout, problem: str) -> VideoStatus:
     if status.state in ("done", "failed"):
         return status
     status.state, status.error, status.finished = "failed", problem, now()
+    layout.root.mkdir(parents=True, exist_ok=True)
     write_status(layout, status)
     return status
