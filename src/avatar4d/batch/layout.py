@@ -114,8 +114,9 @@ def open_batch_folder(root: Path, settings: dict) -> BatchLayout:
                                  error=OutputError, remedy="choose another --out")
     stored = header.get("settings")
     if stored != settings:
-        raise BatchInputError(f"{layout.root} was started with other settings ({'; '.join(_differences(stored, settings))}); "
-                              "rerun with the same options to continue it, or choose another --out")
+        changed = "; ".join(_differences(stored, settings))
+        raise BatchInputError(f"{layout.root} was started with other settings ({changed}); rerun with the same "
+                              "options to continue it, or choose another --out")
     return layout
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import torch
 
 from avatar4d.batch.jobs import VideoJob, choose_every
@@ -68,14 +69,16 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.preset not in presets.PRESETS:
             raise BatchInputError(f"unknown preset {self.preset!r}; choose one of {', '.join(presets.PRESETS)}")
-        checks = [(self.iterations is None or self.iterations >= 1, f"--iters must be 1 or more, got {self.iterations}"),
-                  (self.image_size is None or self.image_size >= 16, f"--image-size must be 16 or more, got "
-                                                                       f"{self.image_size}"),
-                  (self.time_limit_s >= 0, f"--time-limit must be 0 or more seconds, got {self.time_limit_s:g}"),
-                  (self.size >= 32, f"--size must be 32 pixels or more, got {self.size}"),
-                  (0 < self.fov_deg < 180, f"--fov must be between 0 and 180 degrees, got {self.fov_deg:g}"),
-                  (self.max_seconds >= 0, f"--max-seconds must be 0 or more, got {self.max_seconds:g}"),
-                  (self.orbit_frames >= 2, f"an orbit needs 2 frames or more, got {self.orbit_frames}")]
+        checks = [
+            (self.iterations is None or self.iterations >= 1, f"--iters must be 1 or more, got {self.iterations}"),
+            (self.image_size is None or self.image_size >= 16, f"--image-size must be 16 pixels or more, got "
+                                                                 f"{self.image_size}"),
+            (self.time_limit_s >= 0, f"--time-limit must be 0 or more seconds, got {self.time_limit_s:g}"),
+            (self.size >= 32, f"--size must be 32 pixels or more, got {self.size}"),
+            (0 < self.fov_deg < 180, f"--fov must be between 0 and 180 degrees, got {self.fov_deg:g}"),
+            (self.max_seconds >= 0, f"--max-seconds must be 0 or more, got {self.max_seconds:g}"),
+            (self.orbit_frames >= 2, f"an orbit needs 2 frames or more, got {self.orbit_frames}"),
+        ]
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise BatchInputError("; ".join(problems))
@@ -136,9 +139,10 @@ def run_video(job: VideoJob, batch: BatchLayout, config: PipelineConfig) -> Vide
 
 
 def run_video_task(job: VideoJob, batch_root: str, config: PipelineConfig, threads: int) -> VideoStatus:
-    """:func:`run_video` as a worker runs it (a local process or a Ray task): with ``threads`` torch threads, and
-    what the stages print going to the video's ``log.txt``."""
+    """:func:`run_video` as a worker runs it (a local process or a Ray task): with ``threads`` torch and OpenCV
+    threads, and what the stages print going to the video's ``log.txt``."""
     torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     batch = BatchLayout(Path(batch_root))
     layout = batch.video(job.name)
     layout.root.mkdir(parents=True, exist_ok=True)

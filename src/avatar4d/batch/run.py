@@ -125,9 +125,9 @@ def _to_run(jobs: list[VideoJob], layout: BatchLayout, config: BatchConfig) -> l
               and getattr(read_status(layout.video(job.name)), "state", None) == "failed"}
     todo = [job for job in mine if job.name not in finished and (config.retry_failed or job.name not in failed)]
     share = f" (shard {config.shard[0]}/{config.shard[1]}: {len(mine)} of them)" if config.shard[1] > 1 else ""
-    note(f"batch: {len(jobs)} video{'s' if len(jobs) != 1 else ''}{share}; {len(finished)} finished already, {len(failed)} failed before"
-         + (" (retrying them)" if config.retry_failed else " (left as failed; --retry-failed tries them again)")
-         + f"; {len(todo)} to run")
+    retry = "retrying them" if config.retry_failed else "left as failed; --retry-failed tries them again"
+    note(f"batch: {len(jobs)} video{'s' if len(jobs) != 1 else ''}{share}; {len(finished)} finished already, "
+         f"{len(failed)} failed before ({retry}); {len(todo)} to run")
     return todo
 
 
