@@ -103,14 +103,7 @@ def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_
                 shown = os.path.relpath(path, link_base) if link_base else path.name
                 lines.append(f"![{name}]({shown})")
         lines.append("")
-    if record["render"]:
-        lines += ["**Render** (ms per frame; batch: an orbit, one frame after another; interactive: a new expression "
-                  "each frame, median)", "", "| video | size (px) | batch (ms) | interactive (ms) |",
-                  "|---|---|---|---|"]
-        for name, r in record["render"].items():
-            for size, v in r["render"].items():
-                lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
-        lines.append("")
+    lines += _render_lines(record)
     lines += batch_markdown(record)
     demo = record.get("demo")
     if demo:
@@ -123,6 +116,17 @@ def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_
                   + f" | {demo['wall_s']:.0f} | {_f(demo['peak_rss_mib'], 0)} | {heldout['psnr']:.2f} | "
                   f"{heldout['face_psnr']:.2f} |", ""]
     return "\n".join(lines)
+
+
+def _render_lines(record: dict) -> list[str]:
+    if not record["render"]:
+        return []
+    lines = ["**Render** (ms per frame; batch: an orbit, one frame after another; interactive: a new expression "
+             "each frame, median)", "", "| video | size (px) | batch (ms) | interactive (ms) |", "|---|---|---|---|"]
+    for name, r in record["render"].items():
+        for size, v in r["render"].items():
+            lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
+    return lines + [""]
 
 
 def batch_markdown(record: dict) -> list[str]:
@@ -149,6 +153,11 @@ def batch_markdown(record: dict) -> list[str]:
                      f"{total_steps / max(training, 1e-9):.2f} | {_f(psnr)} | {3600 * len(done) / wall:.1f} | "
                      f"{run['load_average_before'][0]:.1f} / {run['load_average_after'][0]:.1f} |")
     lines += _ray_overhead(runs)
+    busiest = max(max(run["load_average_before"][0], run["load_average_after"][0]) for run in runs.values())
+    if busiest > record["machine"]["cores"] / 2:
+        lines.append(f"\nThe machine was busy with other work during these runs (1-minute load average up to "
+                     f"{busiest:.1f} on {record['machine']['cores']} cores): training steps per second are far below "
+                     "an idle machine's, and the runs are comparable only roughly.")
     lines += ["", "Per video (seconds of prepare / train / evaluate in the worker; steps; held-out PSNR):", "",
               "| video | frames | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
     for video in next(iter(runs.values()))["videos"]:

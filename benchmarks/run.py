@@ -113,15 +113,7 @@ def main(options: Options) -> Path:
     if "batch" in options.stages:
         record["batch"] = batch_stage(options, videos_dir, names)
     if options.memory_check and "prepare" in options.stages:
-        longest = max(names, key=lambda n: record["prepare"].get(n, {}).get("frames", 0))
-        frames = record["prepare"][longest]["frames"]
-        quarter = max(40, frames // 4)
-        print(f"[benchmark] prepare {longest} cut to {quarter} frames (memory check)", flush=True)
-        short = stages.prepare(videos_dir / f"{longest}.mp4", options.work / f"{longest}-quarter-dataset",
-                               max_frames=quarter)
-        record["prepare_memory"] = {"video": longest, "full": {"frames": frames,
-                                                               "peak_rss_mib": record["prepare"][longest]["peak_rss_mib"]},
-                                    "quarter": {"frames": short["frames"], "peak_rss_mib": short["peak_rss_mib"]}}
+        record["prepare_memory"] = memory_check(options, videos_dir, names, record["prepare"])
     record["total_s"] = round(time.time() - started, 1)
     path = options.results / f"{stamp}-{device}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
@@ -133,6 +125,18 @@ def main(options: Options) -> Path:
         report.write_docs(options.results, ROOT / "docs" / "benchmarks.md", options.target_psnr)
     print(f"[benchmark] record: {path} ({record['total_s']:.0f} s)")
     return path
+
+
+def memory_check(options: Options, videos_dir: Path, names: list[str], prepared: dict) -> dict:
+    """Prepare the longest video cut to a quarter: prepare's peak memory should not grow with the length."""
+    longest = max(names, key=lambda n: prepared.get(n, {}).get("frames", 0))
+    frames = prepared[longest]["frames"]
+    quarter = max(40, frames // 4)
+    print(f"[benchmark] prepare {longest} cut to {quarter} frames (memory check)", flush=True)
+    short = stages.prepare(videos_dir / f"{longest}.mp4", options.work / f"{longest}-quarter-dataset",
+                           max_frames=quarter)
+    return {"video": longest, "full": {"frames": frames, "peak_rss_mib": prepared[longest]["peak_rss_mib"]},
+            "quarter": {"frames": short["frames"], "peak_rss_mib": short["peak_rss_mib"]}}
 
 
 def batch_stage(options: Options, videos_dir: Path, names: list[str]) -> dict:
