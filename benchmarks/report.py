@@ -103,14 +103,8 @@ def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_
                 shown = os.path.relpath(path, link_base) if link_base else path.name
                 lines.append(f"![{name}]({shown})")
         lines.append("")
-    if record["render"]:
-        lines += ["**Render** (ms per frame; batch: an orbit, one frame after another; interactive: a new expression "
-                  "each frame, median)", "", "| video | size (px) | batch (ms) | interactive (ms) |",
-                  "|---|---|---|---|"]
-        for name, r in record["render"].items():
-            for size, v in r["render"].items():
-                lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
-        lines.append("")
+    lines += _render_lines(record)
+    lines += batch_markdown(record)
     demo = record.get("demo")
     if demo:
         heldout = demo["heldout"]
@@ -124,13 +118,84 @@ def markdown(record: dict, target: float, *, curves_dir: Path, stamp: str, link_
     return "\n".join(lines)
 
 
+def _render_lines(record: dict) -> list[str]:
+    if not record["render"]:
+        return []
+    lines = ["**Render** (ms per frame; batch: an orbit, one frame after another; interactive: a new expression "
+             "each frame, median)", "", "| video | size (px) | batch (ms) | interactive (ms) |", "|---|---|---|---|"]
+    for name, r in record["render"].items():
+        for size, v in r["render"].items():
+            lines.append(f"| {name} | {size} | {v['batch_ms']:.0f} | {v['interactive_ms']:.0f} |")
+    return lines + [""]
+
+
+def batch_markdown(record: dict) -> list[str]:
+    """The batch stage: wall time of each run (local pool, Ray), the overhead of Ray, and per-video figures."""
+    batch = record.get("batch")
+    if not batch:
+        return []
+    runs = batch["runs"]
+    steps = f"{batch['iterations']}-step schedule, " if batch["iterations"] else ""
+    lines = [f"**Batch** (`avatar4d batch` over {len(record['videos'])} videos from scratch: prepare, train "
+             f"(`{record['preset']}`, {steps}training budget {batch['budget_s']:g} s per video), evaluate; "
+             "local: spawned worker processes, torch threads = cores // workers; ray: a local Ray instance with as "
+             "many CPUs as workers, one CPU per video)", "",
+             "| run | wall (s) | videos done | failed | steps (all videos) | steps per training second | "
+             "mean held-out PSNR | videos per hour | load average before / after |", "|" + "---|" * 9]
+    for name, run in runs.items():
+        videos = run["videos"].values()
+        done = [v for v in videos if v["status"] == "done"]
+        wall = run["batch_s"] + run.get("ray_start_s", 0.0) + run.get("ray_stop_s", 0.0)
+        total_steps = sum(v.get("steps", 0) for v in done)
+        training = sum(v.get("training_s", 0.0) for v in done)
+        psnr = sum(v["psnr"] for v in done) / len(done) if done else None
+        lines.append(f"| {name} | {wall:.0f} | {len(done)} | {len(videos) - len(done)} | {total_steps} | "
+                     f"{total_steps / max(training, 1e-9):.2f} | {_f(psnr)} | {3600 * len(done) / wall:.1f} | "
+                     f"{run['load_average_before'][0]:.1f} / {run['load_average_after'][0]:.1f} |")
+    lines += _ray_overhead(runs)
+    busiest = max(max(run["load_average_before"][0], run["load_average_after"][0]) for run in runs.values())
+    if busiest > record["machine"]["cores"] / 2:
+        lines.append(f"\nThe machine was busy with other work during these runs (1-minute load average up to "
+                     f"{busiest:.1f} on {record['machine']['cores']} cores): training steps per second are far below "
+                     "an idle machine's, and the runs are comparable only roughly.")
+    lines += ["", "Per video (seconds of prepare / train / evaluate in the worker; steps; held-out PSNR):", "",
+              "| video | frames | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
+    for video in next(iter(runs.values()))["videos"]:
+        cells = []
+        for run in runs.values():
+            v = run["videos"][video]
+            s = v.get("seconds", {})
+            cells.append(v["status"] if v["status"] != "done" else
+                         f"{s.get('prepare', 0):.0f} / {s.get('train', 0):.0f} / {s.get('evaluate', 0):.0f}; "
+                         f"{v['steps']} steps; {v['psnr']:.2f} dB")
+        frames = next((r["videos"][video].get("frames") for r in runs.values() if "frames" in r["videos"][video]), None)
+        lines.append(f"| {video} | {_f(frames, 0)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _ray_overhead(runs: dict) -> list[str]:
+    """Ray against the local pool with as many workers."""
+    out = []
+    for name, run in runs.items():
+        backend, workers = name.split(":")
+        local = runs.get(f"local:{workers}")
+        if backend != "ray" or local is None:
+            continue
+        wall = run["batch_s"] + run["ray_start_s"] + run["ray_stop_s"]
+        extra = wall - local["batch_s"]
+        out.append(f"\nRay against the local pool, {workers} at a time: {extra:+.0f} s of wall time "
+                   f"({100 * extra / local['batch_s']:+.1f} %), of which {run['ray_start_s']:.1f} s starting and "
+                   f"{run['ray_stop_s']:.1f} s stopping the Ray instance.")
+    return out
+
+
 def write_docs(results: Path, docs: Path, target: float) -> None:
     """docs/benchmarks.md from the newest record of each kind (device x stages x training budget)."""
     records = []
     for path in sorted(results.glob("*.json"), reverse=True):
         record = json.loads(path.read_text())
         key = (path.stem.rsplit("-", 1)[-1],
-               tuple(sorted(k for k in ("prepare", "train", "render", "demo") if record.get(k))),
+               tuple(sorted(k for k in ("prepare", "train", "render", "demo", "batch") if record.get(k))),
                record["options"]["train_budget_s"] if record["train"] else None, tuple(record["videos"]))
         if key not in {k for k, _, _ in records}:
             records.append((key, path, record))

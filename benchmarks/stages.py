@@ -102,6 +102,37 @@ demo = run_demo(Path(args["out"]))
 result.update(seconds=demo.seconds, heldout=demo.metrics["mean"])
 """
 
+BATCH = """
+import os, shutil, time
+from pathlib import Path
+from avatar4d.batch.layout import BatchLayout
+from avatar4d.batch.pipeline import PipelineConfig
+from avatar4d.batch.run import BatchConfig, run_batch
+shutil.rmtree(args["out"], ignore_errors=True)
+result["load_average_before"] = os.getloadavg()
+pipeline = PipelineConfig(iterations=args["iterations"], time_limit_s=args["time_limit_s"], lpips=args["lpips"])
+config = BatchConfig(pipeline=pipeline, workers=args["workers"], backend=args["backend"])
+if args["backend"] == "ray":
+    import ray
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    started = time.perf_counter()
+    ray.init(num_cpus=args["workers"], include_dashboard=False, log_to_driver=False)
+    result["ray_start_s"] = time.perf_counter() - started
+started = time.perf_counter()
+outcome = run_batch(Path(args["videos"]), Path(args["out"]), config)
+result["batch_s"] = time.perf_counter() - started
+if args["backend"] == "ray":
+    started = time.perf_counter()
+    ray.shutdown()
+    result["ray_stop_s"] = time.perf_counter() - started
+layout = BatchLayout(Path(args["out"]))
+result["videos"] = {row.video: {"status": row.status, "error": row.error, "wall_s": row.wall_s, **row.figures,
+                                "seconds": json.loads(layout.video(row.video).status.read_text())["seconds"]}
+                    for row in outcome.rows}
+result["summary_md"] = outcome.summary_md.read_text()
+result["load_average_after"] = os.getloadavg()
+"""
+
 
 def prepare(video: Path, out: Path, max_frames: int | None = None) -> dict:
     return run_child(PREPARE, video=str(video), out=str(out), max_frames=max_frames)
@@ -121,3 +152,10 @@ def demo(out: Path) -> dict:
     """``avatar4d demo`` from scratch (the sample clip must already be cached: its download is not timed)."""
     return run_child(DEMO, out=str(out))
 
+
+def batch(videos: Path, out: Path, *, backend: str, workers: int, iterations: int | None, time_limit_s: float,
+          lpips: bool = True) -> dict:
+    """``avatar4d batch`` over a folder of videos from scratch (a Ray backend run starts its local instance first,
+    timed apart)."""
+    return run_child(BATCH, videos=str(videos), out=str(out), backend=backend, workers=workers, iterations=iterations,
+                     time_limit_s=time_limit_s, lpips=lpips)

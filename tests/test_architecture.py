@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"evaluation"},
     {"training"},
     {"novel_views", "reenact", "mesh", "viewer"},
-    {"demo"},
+    {"demo", "batch"},
     {"cli", "__init__", "__main__"},
 ]
 """Lower layers first. A module may import its own room (top-level module or subpackage) and rooms of lower

@@ -1,4 +1,4 @@
-"""What a user renders from a trained avatar (render/novel_views.py): the orbit video, expression and pose edits as
+"""What a user renders from a trained avatar (novel_views.py): the orbit video, expression and pose edits as
 stills and clips, clamping to what training saw, the viewer's saved state, and refusals of bad values that leave
 existing files alone. Rendered by the real renderer from an avatar briefly trained on the sample clip; every picture
 is compared with ``render_frame`` (the avatar rendered directly) or with the mean face."""

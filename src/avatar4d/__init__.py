@@ -10,6 +10,7 @@ The library API that the ``avatar4d`` command calls (imported lazily, so ``impor
     avatar4d.render_edit("avatar", "smile.png", expression="smile=1")
     avatar4d.reenact("avatar", "driver.mp4", "reenact.mp4")   # another person drives the avatar
     avatar4d.export_mesh("avatar", "head.ply")                # marching cubes of the density
+    avatar4d.run_batch("videos/", "runs/")                    # many videos, each into runs/NAME/, summary.csv
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _API = {
     "load_dataset": "avatar4d.dataset.layout",
     "serve_viewer": "avatar4d.viewer.server",
     "run_demo": "avatar4d.demo",
+    "run_batch": "avatar4d.batch.run",
 }
 
 __all__ = sorted(_API)

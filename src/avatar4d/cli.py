@@ -267,6 +267,64 @@ def _view(args: ViewArgs) -> None:
     serve_viewer(args.avatar, host=args.host, port=args.port, full_size=args.size, preview_size=args.preview_size)
 
 
+@dataclass(frozen=True)
+class BatchArgs:
+    """Many videos: prepare, train and evaluate each (and an orbit with --orbit) into OUT/NAME/, with OUT/summary.csv
+    and summary.md kept current. Rerun the same command to resume: finished videos are skipped, unfinished ones
+    continue, failed ones are kept unless --retry-failed."""
+
+    input: Annotated[Path, tyro.conf.Positional, _positional("INPUT")]
+    """A folder of videos, or a list: one video per line, or a CSV whose header row is video,fov,every,name."""
+    out: Path
+    """The batch folder (new, empty, or an earlier batch's with the same options)."""
+    preset: Literal["preview", "quality"] = "preview"
+    """preview: about 128 px, minutes on a CPU; quality: 512 px, one GPU per video."""
+    iters: int | None = None
+    """Training steps (default: the preset's)."""
+    image_size: int | None = None
+    """Final training resolution (default: the preset's)."""
+    time_limit: float = 0.0
+    """Stop each video's training after this many seconds of training (0: the whole schedule)."""
+    seed: int | None = None
+    device: str | None = None
+    """cpu, cuda, or auto (default)."""
+    size: int = 512
+    """Side of the square head crop, pixels."""
+    fov: float = 70.0
+    """Field of view across a video's longer side, degrees, unless the list gives one."""
+    max_seconds: float = 60.0
+    """Longer videos keep one frame in every K, K chosen to keep this many seconds' worth (0: keep every frame)."""
+    orbit: bool = False
+    """Also render each avatar's orbit video (OUT/NAME/orbit.mp4)."""
+    lpips: bool = True
+    """Compute LPIPS (AlexNet, v0.1) when its weights can be obtained."""
+    workers: int | None = None
+    """Videos at once (default: by cores and memory locally; by the cluster's CPUs on Ray)."""
+    threads: int | None = None
+    """Torch threads per video (default: cores // workers locally; 1 CPU per task on Ray)."""
+    shard: str = "0/1"
+    """i/n: this machine takes share i of n of the list sorted by name (n machines, one shared disk)."""
+    backend: Literal["local", "ray"] = "local"
+    """local: a process pool on this machine; ray: Ray tasks (pip install -e ".[cluster]")."""
+    address: str | None = None
+    """Ray cluster to join: auto (this node's) or HOST:PORT (default: start a local Ray instance)."""
+    retry_failed: bool = False
+    """Run the videos that failed before again."""
+
+
+def _batch(args: BatchArgs) -> None:
+    from avatar4d.batch.jobs import parse_shard
+    from avatar4d.batch.pipeline import PipelineConfig
+    from avatar4d.batch.run import BatchConfig, run_batch
+
+    pipeline = PipelineConfig(preset=args.preset, iterations=args.iters, image_size=args.image_size,
+                              time_limit_s=args.time_limit, seed=args.seed, device=args.device, size=args.size,
+                              fov_deg=args.fov, max_seconds=args.max_seconds, orbit=args.orbit, lpips=args.lpips)
+    config = BatchConfig(pipeline=pipeline, workers=args.workers, threads=args.threads, shard=parse_shard(args.shard),
+                         backend=args.backend, address=args.address, retry_failed=args.retry_failed)
+    run_batch(args.input, args.out, config).check()
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "demo": (DemoArgs, _demo),
     "prepare": (PrepareArgs, _prepare),
@@ -277,6 +335,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "mesh": (MeshArgs, _mesh),
     "export": (ExportArgs, _export),
     "view": (ViewArgs, _view),
+    "batch": (BatchArgs, _batch),
 }
 
 

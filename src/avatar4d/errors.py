@@ -40,3 +40,23 @@ class OutputError(Avatar4dError):
     """An output cannot be written (disk full, no permission); nothing half-written was left behind."""
 
     exit_code = 4
+
+
+class BatchInputError(Avatar4dError):
+    """A batch cannot start: its list of videos is unreadable or ambiguous (two videos for one folder), or its
+    options are invalid or differ from those its output folder was started with."""
+
+    exit_code = 2
+
+
+class BackendError(Avatar4dError):
+    """A batch backend is unavailable: Ray is not installed, or its cluster cannot be reached or cannot run a
+    video."""
+
+    exit_code = 5
+
+
+class BatchFailuresError(Avatar4dError):
+    """Some videos of a batch failed (each with its error in the summary); the others finished."""
+
+    exit_code = 1

@@ -1,4 +1,4 @@
-"""Head-pose edits and expression edits (render/novel_views.py): angle conventions, parsing, clamping."""
+"""Head-pose edits and expression edits (geometry/angles.py): angle conventions, parsing, clamping."""
 
 from __future__ import annotations
 
