@@ -98,8 +98,8 @@ def projected_box(avatar, state, landmarks, size: int, margin: float) -> tuple[s
 def test_moving_the_jaw_slider_in_a_browser_changes_the_face(chromium, viewer, tmp_path):
     """A click on the jaw slider's track: a preview, then the full picture of exactly the new state; the face
     changes (mouth included) and nothing outside it does (expression acts only in the face region)."""
+    from avatar4d.images import to_uint8
     from avatar4d.tracking import landmarks as lm
-    from avatar4d.viewer.server import render_view
     from avatar4d.viewer.view_state import resolve_state, state_pose
 
     page, session = open_page(chromium, viewer)
@@ -123,7 +123,7 @@ def test_moving_the_jaw_slider_in_a_browser_changes_the_face(chromium, viewer, t
     assert "ms" in session.status.content
     assert after.request.orbit.close_to(before.request.orbit), "clicking a slider must not turn the head"
     avatar, state, size = viewer.avatar, after.request, after.size
-    expected = render_view(avatar, state_pose(avatar, state), resolve_state(avatar, state).code, size)
+    expected = to_uint8(avatar.render_image(state_pose(avatar, state), resolve_state(avatar, state).code, size))
     np.testing.assert_array_equal(after.image, expected)
     change = np.abs(after.image.astype(float) - before.image.astype(float)).mean(-1)
     mouth = projected_box(avatar, state, lm.LIPS_OUTER, size, 0.03)
