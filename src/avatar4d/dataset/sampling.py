@@ -16,7 +16,7 @@ from avatar4d.dataset.layout import PreparedDataset
 from avatar4d.dataset.masks import eyes_region_mask, mouth_region_mask, neck_cut_mask
 from avatar4d.dataset.rays import LandmarkRays, RayBatch
 from avatar4d.geometry.camera import PinholeCamera
-from avatar4d.geometry.rays import pixel_centers, pixel_directions
+from avatar4d.geometry.rays import camera_rays_in_head, pixel_centers, pixel_directions
 from avatar4d.geometry.rigid import invert_rigid, transform_points
 from avatar4d.progress import Progress
 from avatar4d.tracking import landmarks as lm
@@ -161,10 +161,10 @@ class RaySampler:
         frame_ids = torch.arange(len(rows)).repeat_interleave(self.rays_per_frame)
         flat = pixels.reshape(-1)
         transform = self.head_from_camera[rows][frame_ids]  # (R, 4, 4)
-        directions = (transform[:, :3, :3] @ images.directions[flat].unsqueeze(-1)).squeeze(-1)
+        origins, directions = camera_rays_in_head(images.directions[flat], transform)
         rgb = images.rgb[rows[:, None], pixels].reshape(-1, 3).float() / 255.0
         opacity = images.opacity[rows[:, None], pixels].reshape(-1).float() / 255.0
-        return RayBatch(origins=transform[:, :3, 3], directions=directions, frame_ids=frame_ids, frame_rows=rows,
+        return RayBatch(origins=origins, directions=directions, frame_ids=frame_ids, frame_rows=rows,
                         rgb=rgb, opacity=opacity, background=images.background[flat])
 
     def sample_landmarks(self, targets: LandmarkTargets, camera: PinholeCamera, rows: Tensor, per_frame: int,
@@ -177,6 +177,6 @@ class RaySampler:
         fractions = targets.pixels[rows[:, None], chosen].reshape(-1, 2)
         pixels = fractions * torch.tensor([camera.width, camera.height], dtype=fractions.dtype)
         transform = self.head_from_camera[rows][frame_ids]
-        directions = (transform[:, :3, :3] @ pixel_directions(camera, pixels).unsqueeze(-1)).squeeze(-1)
-        return LandmarkRays(origins=transform[:, :3, 3], directions=directions, frame_ids=frame_ids,
+        origins, directions = camera_rays_in_head(pixel_directions(camera, pixels), transform)
+        return LandmarkRays(origins=origins, directions=directions, frame_ids=frame_ids,
                             distance=targets.distance[rows[:, None], chosen].reshape(-1))
