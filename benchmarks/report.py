@@ -193,7 +193,7 @@ def _ray_overhead(runs: dict) -> list[str]:
 def write_docs(results: Path, docs: Path, target: float) -> None:
     """docs/benchmarks.md from the newest record of each kind (device x stages x training budget)."""
     records = []
-    for path in sorted(results.glob("*.json"), reverse=True):
+    for path in sorted([*results.glob("*-cpu.json"), *results.glob("*-gpu.json")], reverse=True):
         record = json.loads(path.read_text())
         key = (path.stem.rsplit("-", 1)[-1],
                tuple(sorted(k for k in ("prepare", "train", "render", "demo", "batch") if record.get(k))),
@@ -211,4 +211,9 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
         lines.append(markdown(record, target, curves_dir=results / "curves", stamp=path.stem.rsplit("-", 1)[0],
                               link_base=docs.parent))
         lines.append("")
+    levers = sorted(results.glob("*-render-levers.md"))
+    if levers:  # benchmarks/render_levers.py: its newest table, under its own heading
+        text = levers[-1].read_text().split("\n", 1)[1]
+        lines += [f"## {levers[-1].stem[:8]}: render levers (`benchmarks/render_levers.py`), CPU", "",
+                  f"Record: `benchmarks/results/{levers[-1].with_suffix('.json').name}`", text]
     docs.write_text("\n".join(lines))
