@@ -38,8 +38,8 @@ def _add_view_folder(session, gui) -> None:
     with gui.add_folder("View"):
         sizes = sorted(set(RESOLUTION_CHOICES) | {session.full_size})
         session.resolution = gui.add_dropdown("Resolution at rest", [str(s) for s in sizes],
-                                           initial_value=str(session.full_size),
-                                           hint=f"pixels; the avatar was trained at {avatar.image_size}")
+                                              initial_value=str(session.full_size),
+                                              hint=f"pixels; the avatar was trained at {avatar.image_size}")
         session.resolution.on_update(session._on_resolution)
         preview = session.viewer.config.preview_size
         session.progressive_box = gui.add_checkbox(
@@ -47,14 +47,14 @@ def _add_view_folder(session, gui) -> None:
             session.progressive, disabled=preview <= 0)
         session.progressive_box.on_update(session._on_progressive)
         session.orbit_box = gui.add_checkbox("Mouse turns the head", True,
-                                          hint="drag: orbit (head yaw/pitch); wheel: zoom (head distance)")
+                                             hint="drag: orbit (head yaw/pitch); wheel: zoom (head distance)")
         session.orbit_box.on_update(session._on_orbit_enabled)
         session.reset_button = gui.add_button("Reset", hint="mean face, mean pose, camera at rest")
         session.reset_button.on_click(lambda event: session._reset())
         session.save_png_button = gui.add_button("Save PNG", hint="the view at full resolution, into AVATAR/viewer/")
         session.save_png_button.on_click(lambda event: session._save(session._save_png))
         session.save_state_button = gui.add_button("Save state (JSON)",
-                                                hint="expression and pose for `avatar4d render --state FILE`")
+                                                   hint="expression and pose for `avatar4d render --state FILE`")
         session.save_state_button.on_click(lambda event: session._save(session._save_state))
 
 
