@@ -184,7 +184,7 @@ class Avatar:
         pose = torch.as_tensor(np.asarray(camera_from_head), dtype=torch.float32, device=self.device)
         code_t = torch.as_tensor(np.asarray(code), dtype=torch.float32, device=self.device)
         return render_image(self.field, self.camera_at(size), pose, code_t, latent, scene.float(),
-                            self.config.renderer, self.occupancy, cancelled=cancelled or (lambda: False))
+                            self.config.renderer, self.occupancy, cancelled=cancelled)
 
     def render_image(self, camera_from_head: np.ndarray, code: np.ndarray, size: int | None = None, *,
                      cancelled: Callable[[], bool] | None = None) -> torch.Tensor:

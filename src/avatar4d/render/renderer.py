@@ -47,8 +47,6 @@ class RenderCancelled(Exception):
     """A render stopped early because its caller no longer wants it."""
 
 
-def _never() -> bool:
-    return False
 
 
 @dataclass(frozen=True)
@@ -189,7 +187,7 @@ def _visible_samples(field: RadianceField, points: Tensor, directions: Tensor, f
 def render_image(field: RadianceField, camera: PinholeCamera, camera_from_head: Tensor, code: Tensor,
                  latent: Tensor | None, background: Tensor, config: RendererConfig,
                  occupancy: OccupancyGrid | None = None, *,
-                 cancelled: Callable[[], bool] = _never) -> RenderOutput:
+                 cancelled: Callable[[], bool] | None = None) -> RenderOutput:
     """Render one frame, on the field's device.
 
     Args:
@@ -198,7 +196,7 @@ def render_image(field: RadianceField, camera: PinholeCamera, camera_from_head: 
         code: (K,) expression code.
         latent: (D,) latent code (the training mean for novel frames), or None.
         background: (H, W, 3) colours behind the head.
-        cancelled: asked before each chunk of ``config.chunk_rays`` rays; True stops the render.
+        cancelled: asked before each chunk of ``config.chunk_rays`` rays; True stops the render (None: never).
 
     Returns:
         RenderOutput with (H * W, ...) fields, row-major, on the field's device.
@@ -214,7 +212,7 @@ def render_image(field: RadianceField, camera: PinholeCamera, camera_from_head: 
     flat_background = background.to(device).reshape(-1, 3)
     outputs = []
     for start in range(0, origins.shape[0], config.chunk_rays):
-        if cancelled():
+        if cancelled is not None and cancelled():
             raise RenderCancelled
         end = min(start + config.chunk_rays, origins.shape[0])
         ids = torch.zeros(end - start, dtype=torch.long, device=device)
