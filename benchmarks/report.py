@@ -190,6 +190,14 @@ def _ray_overhead(runs: dict) -> list[str]:
     return out
 
 
+EXTRA_TABLES = (
+    ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
+    ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
+    ("render-levers", "render levers (`benchmarks/render_levers.py`)"),
+)
+"""Benchmarks that write their own Markdown table (``results/<stamp>-<kind>.md``): kind and heading."""
+
+
 def write_docs(results: Path, docs: Path, target: float) -> None:
     """docs/benchmarks.md from the newest record of each kind (device x stages x training budget)."""
     records = []
@@ -211,9 +219,10 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
         lines.append(markdown(record, target, curves_dir=results / "curves", stamp=path.stem.rsplit("-", 1)[0],
                               link_base=docs.parent))
         lines.append("")
-    levers = sorted(results.glob("*-render-levers.md"))
-    if levers:  # benchmarks/render_levers.py: its newest table, under its own heading
-        text = levers[-1].read_text().split("\n", 1)[1]
-        lines += [f"## {levers[-1].stem[:8]}: render levers (`benchmarks/render_levers.py`), CPU", "",
-                  f"Record: `benchmarks/results/{levers[-1].with_suffix('.json').name}`", text]
+    for kind, title in EXTRA_TABLES:  # the other benchmarks: each one's newest table, under its own heading
+        tables = sorted(results.glob(f"*-{kind}.md"))
+        if tables:
+            text = tables[-1].read_text().split("\n", 1)[1]
+            lines += [f"## {tables[-1].stem[:8]}: {title}, CPU", "",
+                      f"Record: `benchmarks/results/{tables[-1].with_suffix('.json').name}`", text]
     docs.write_text("\n".join(lines))

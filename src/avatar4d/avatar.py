@@ -41,6 +41,7 @@ from avatar4d.images import read_rgb, resize_square, write_png
 from avatar4d.progress import note
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import RendererConfig, RenderOutput, render_image
+from avatar4d.render.upsampler import Upsampler, UpsamplerConfig, render_upsampled
 from avatar4d.tracking.controls import ExpressionEdit, parse_assignments, resolve_expression
 from avatar4d.tracking.face_model import FaceModel
 from avatar4d.validation import check_image_size
@@ -103,6 +104,7 @@ class AvatarConfig:
 
     field: HeadFieldConfig = dataclasses.field(default_factory=HeadFieldConfig)
     renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    upsampler: UpsamplerConfig = dataclasses.field(default_factory=UpsamplerConfig)
 
 
 @dataclass
@@ -114,6 +116,8 @@ class Avatar:
     geometry: FieldGeometry
     field: HeadField
     occupancy: OccupancyGrid
+    upsampler: Upsampler | None
+    """The 2D network after volume rendering (None: rays at the output's resolution)."""
     face_model: FaceModel
     camera: PinholeCamera
     """Intrinsics of the dataset's frames (the avatar renders at any size by resizing them)."""
@@ -131,6 +135,12 @@ class Avatar:
         """The dataset's resolution (its frames' side in pixels)."""
         return int(self.scene.shape[0])
 
+    @property
+    def native_size(self) -> int:
+        """The side it renders at by default: the video's own with an upsampler (trained on full-resolution
+        patches), else the resolution its rays were trained at."""
+        return self.dataset_size if self.upsampler is not None else self.image_size
+
     def camera_at(self, size: int) -> PinholeCamera:
         return self.camera.resized(size, size)
 
@@ -142,9 +152,9 @@ class Avatar:
         return self._scenes[size]
 
     def output_size(self, size: int | None) -> int:
-        """A requested output side, checked (None: the training resolution); says so when it upsamples."""
+        """A requested output side, checked (None: :attr:`native_size`); says so when it upsamples."""
         check_image_size(size)
-        size = size or self.image_size
+        size = size or self.native_size
         if size > self.dataset_size:
             note(f"{size} px is above the video's own {self.dataset_size} px: the picture is upsampled, not sharper")
         return size
@@ -163,42 +173,47 @@ class Avatar:
 
     def render(self, camera_from_head: np.ndarray, code: np.ndarray, *, size: int | None = None,
                latent: torch.Tensor | None = None, background: torch.Tensor | None = None,
-               cancelled: Callable[[], bool] | None = None) -> RenderOutput:
+               cancelled: Callable[[], bool] | None = None, direct: bool = False) -> RenderOutput:
         """Render the head with a pose and an expression code, over the scene plate.
 
         Args:
             camera_from_head: (4, 4) head pose (metres, OpenCV camera).
             code: (K,) expression code.
-            size: output side in pixels (default: the training resolution).
+            size: output side in pixels (default: :attr:`native_size`).
             latent: (D,) latent code (default: the mean of the training frames').
             background: (size, size, 3) a different backdrop in [0, 1].
             cancelled: asked between chunks of rays; True stops the render (raises ``RenderCancelled``).
+            direct: one ray per output pixel even when the avatar has an upsampler (the slow path, for comparison).
 
         Returns:
             (size * size, ...) rays, row-major, on the avatar's device.
         """
-        size = size or self.image_size
+        size = size or self.native_size
         if latent is None and self.config.field.use_latent_code:
             latent = self.field.mean_latent()
         scene = background if background is not None else self.scene_at(size)
         pose = torch.as_tensor(np.asarray(camera_from_head), dtype=torch.float32, device=self.device)
         code_t = torch.as_tensor(np.asarray(code), dtype=torch.float32, device=self.device)
+        if self.upsampler is not None and not direct:
+            return render_upsampled(self.field, self.upsampler, self.camera_at(size), pose, code_t, latent,
+                                    scene.float(), self.config.renderer, self.occupancy, cancelled=cancelled)
         return render_image(self.field, self.camera_at(size), pose, code_t, latent, scene.float(),
                             self.config.renderer, self.occupancy, cancelled=cancelled)
 
     def render_image(self, camera_from_head: np.ndarray, code: np.ndarray, size: int | None = None, *,
-                     cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+                     cancelled: Callable[[], bool] | None = None, direct: bool = False) -> torch.Tensor:
         """(size, size, 3) float colour in [0, 1] on the CPU: :meth:`render` as a picture."""
-        size = size or self.image_size
-        rgb = self.render(camera_from_head, code, size=size, cancelled=cancelled).rgb
+        size = size or self.native_size
+        rgb = self.render(camera_from_head, code, size=size, cancelled=cancelled, direct=direct).rgb
         return rgb.reshape(size, size, 3).clamp(0, 1).cpu()
 
 
 def save_avatar(root: Path, *, config, geometry: FieldGeometry, field: HeadField, occupancy: OccupancyGrid,
-                dataset, scene: np.ndarray, image_size: int) -> None:
+                upsampler: Upsampler | None, dataset, scene: np.ndarray, image_size: int) -> None:
     """Write the avatar's files into ``root`` (a folder being built; the caller renames it into place)."""
-    tensors = {f"field.{k}": v.detach().contiguous().cpu() for k, v in field.state_dict().items()}
-    tensors.update({f"occupancy.{k}": v.detach().contiguous().cpu() for k, v in occupancy.state_dict().items()})
+    modules = {"field": field, "occupancy": occupancy, **({"upsampler": upsampler} if upsampler is not None else {})}
+    tensors = {f"{name}.{key}": value.detach().contiguous().cpu()
+               for name, module in modules.items() for key, value in module.state_dict().items()}
     with atomic_file(root / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": AVATAR_FORMAT, "version": str(AVATAR_VERSION)})
     dataset.face_model.save(root / "face_model.safetensors")
@@ -253,7 +268,9 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     meta = read_versioned_json(root / "config.json", kind="avatar", format=AVATAR_FORMAT, version=AVATAR_VERSION,
                                error=AvatarError, remedy="train it again")
     try:
-        config = from_dict(AvatarConfig, {key: meta["train"][key] for key in ("field", "renderer")})
+        stored = meta["train"]
+        config = from_dict(AvatarConfig, {"field": stored["field"], "renderer": stored["renderer"],
+                                          "upsampler": stored.get("upsampler", {"factor": 1})})
         geometry = FieldGeometry.from_dict(meta["geometry"])
     except (ConfigKeyError, KeyError, TypeError) as error:
         raise AvatarError(f"{root / 'config.json'} does not match this version of avatar4d: {error}") from error
@@ -263,16 +280,23 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
         raise AvatarError(str(error)) from error
     field = HeadField(config.field, geometry, meta["num_components"], meta["num_train_frames"], face_model.template)
     occupancy = OccupancyGrid(field.box_min, field.box_max, tuple(meta["occupancy_shape"]))
+    upsampler = (Upsampler(config.upsampler, config.field.decoder.feature_channels)
+                 if config.upsampler.enabled else None)
+    modules = {"field": field, "occupancy": occupancy, **({"upsampler": upsampler} if upsampler is not None else {})}
     try:
         tensors = load_file(str(root / "model.safetensors"))
-        field.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")}, strict=True)
-        occupancy.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("occupancy.")}, strict=True)
+        for name, module in modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                   strict=True)
         frames_t = load_file(str(root / "frames.safetensors"))
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise AvatarError(f"{root}: the weights cannot be loaded ({error}); train it again") from error
     device = pick_device(device)
     field.eval().requires_grad_(False).to(device)
     occupancy.to(device)
+    if upsampler is not None:
+        upsampler.eval().requires_grad_(False).to(device)
     scene = read_rgb(root / "scene.png")
     if scene is None:
         raise AvatarError(f"{root / 'scene.png'} is not an image")
@@ -281,6 +305,6 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
                           controls=frames_t["controls"].numpy(), source_frames=frames_t["source_frames"].numpy(),
                           train=tuple(split["train"]), heldout=tuple(split["heldout"]))
     dataset_path = Path(meta["dataset"]) if meta.get("dataset") else None
-    return Avatar(root=root, config=config, geometry=geometry, field=field, occupancy=occupancy,
+    return Avatar(root=root, config=config, geometry=geometry, field=field, occupancy=occupancy, upsampler=upsampler,
                   face_model=face_model, camera=PinholeCamera(**meta["camera"]), image_size=int(meta["image_size"]),
                   scene=scene, frames=frames, dataset_path=dataset_path, device=device)

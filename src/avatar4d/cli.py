@@ -89,15 +89,17 @@ class EvaluateArgs:
     dataset: Path | None = None
     """The dataset (default: the one the avatar was trained on)."""
     size: int | None = None
-    """Evaluation resolution (default: the training resolution)."""
+    """Evaluation resolution (default: the dataset's own)."""
     lpips: bool = True
     """Compute LPIPS (AlexNet, v0.1) when its weights can be obtained."""
+    direct: bool = False
+    """One ray per pixel even where the avatar has an upsampler (the slow path, for comparison)."""
 
 
 def _evaluate(args: EvaluateArgs) -> None:
     from avatar4d.evaluation.evaluate import evaluate
 
-    evaluate(args.avatar, args.dataset, size=args.size, lpips=args.lpips)
+    evaluate(args.avatar, args.dataset, size=args.size, lpips=args.lpips, direct=args.direct)
 
 
 @dataclass(frozen=True)
@@ -237,12 +239,15 @@ class DemoArgs:
     """Default: quality on a GPU, else preview."""
     iters: int | None = None
     """Training steps (default: the preset's)."""
+    time_limit: float | None = None
+    """Seconds of training at most (default: 360 for the preview preset, so the demo takes about 10 minutes on a
+    2-core CPU; 0: no limit)."""
 
 
 def _demo(args: DemoArgs) -> None:
     from avatar4d.demo import run_demo
 
-    run_demo(args.out, preset=args.preset, iterations=args.iters)
+    run_demo(args.out, preset=args.preset, iterations=args.iters, time_limit_s=args.time_limit)
 
 
 @dataclass(frozen=True)
@@ -256,9 +261,11 @@ class ViewArgs:
     host: str = "127.0.0.1"
     """Address to listen on (the default keeps the page on this machine; 0.0.0.0 opens it to the network)."""
     size: int | None = None
-    """Resolution of the picture once the controls rest (default: the training resolution; the page can change it)."""
-    preview_size: int = 64
-    """Resolution of the quick picture while a control moves (0: none)."""
+    """Resolution of the picture (default: the avatar's native one, the video's for an avatar with an upsampler;
+    the page can change it)."""
+    preview_size: int | None = None
+    """Resolution of a quick picture while a control moves (0: none; default: none for an avatar with an upsampler,
+    which renders full pictures while a control moves, else 64)."""
 
 
 def _view(args: ViewArgs) -> None:

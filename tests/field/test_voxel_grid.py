@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 from avatar4d.field.voxel_grid import (
     VoxelGrid,
+    channels_first,
     corner_indices_and_weights,
     grid_shape_for_box,
+    sample_volume,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
@@ -128,6 +130,28 @@ def test_voxel_grid_module_equals_grid_sample():
     grid = VoxelGrid(shape, channels=3, init_std=0.5, generator=torch.Generator().manual_seed(5))
     coords = awkward_points(shape, torch.Generator().manual_seed(6)).float()
     torch.testing.assert_close(grid(coords), grid_sample_reference(grid.table.detach(), shape, coords))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sample_volume_equals_the_gather(shape):
+    gen = torch.Generator().manual_seed(7 + sum(shape))
+    table = torch.randn(grid_cells(shape), 4, generator=gen, dtype=torch.float64)
+    coords = awkward_points(shape, gen)
+    indices, weights = corner_indices_and_weights(coords, shape)
+    torch.testing.assert_close(sample_volume(channels_first(table, shape), coords),
+                               trilinear_gather(table, indices, weights))
+
+
+def test_the_voxel_grid_reads_the_same_with_and_without_gradients_and_follows_its_updates():
+    shape = (6, 5, 7)
+    grid = VoxelGrid(shape, channels=3, init_std=0.5, generator=torch.Generator().manual_seed(8))
+    coords = awkward_points(shape, torch.Generator().manual_seed(9)).float()
+    with torch.no_grad():
+        before = grid(coords)
+    torch.testing.assert_close(before, grid(coords).detach())
+    with torch.no_grad():
+        grid.table.add_(1.0)  # an optimiser step changes the table in place: the cached volume must follow
+        torch.testing.assert_close(grid(coords), before + 1.0)
 
 
 def test_grid_shape_for_box_gives_near_cubic_voxels_and_at_least_two_vertices():

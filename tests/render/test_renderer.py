@@ -78,7 +78,7 @@ class DensityZeroWhereEmpty(torch.nn.Module):
     def __init__(self, field: HeadField, occupancy: OccupancyGrid) -> None:
         super().__init__()
         self.field, self.occupancy = field, occupancy
-        self.box_min, self.box_max = field.box_min, field.box_max
+        self.box_min, self.box_max, self.channels = field.box_min, field.box_max, field.channels
 
     def forward(self, points, directions, frame_ids, frames):
         density, rgb = self.field(points, directions, frame_ids, frames)

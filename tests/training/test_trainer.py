@@ -30,6 +30,7 @@ from avatar4d.evaluation.metrics import psnr
 from avatar4d.field.head_field import HeadField, field_geometry
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import render_image
+from avatar4d.render.upsampler import Upsampler, render_upsampled
 from avatar4d.training.checkpoint import TrainingState, save_checkpoint
 from avatar4d.training.trainer import CHECKPOINT, train
 
@@ -67,7 +68,7 @@ def test_held_out_frames_beat_a_constant_colour_and_the_backdrop_alone(short_tra
     assert len(frames) == len(dataset.heldout_indices) > 0
     rendered, constant, backdrop = [], [], []
     for frame in frames:
-        image = avatar.render(frame.camera_from_head, frame.code).rgb.reshape(size, size, 3).clamp(0, 1)
+        image = avatar.render(frame.camera_from_head, frame.code, size=size).rgb.reshape(size, size, 3).clamp(0, 1)
         rendered.append(psnr(image, frame.rgb))
         constant.append(psnr(mean_colour.expand(size, size, 3), frame.rgb))
         backdrop.append(psnr(avatar.scene_at(size), frame.rgb))
@@ -100,6 +101,17 @@ def test_training_writes_every_output_and_leaves_no_checkpoint(short_trained_ava
     assert meta["image_size"] == 64
     log = json.loads((root / "training_log.json").read_text())
     assert log["training_seconds"] > 0 and log["machine"]["cores"] >= 1
+
+
+def test_the_upsampler_is_trained_on_full_resolution_patches(short_trained_avatar, short_train_config):
+    assert short_train_config.upsampler.factor == 4  # the preview preset's
+    avatar = load_avatar(short_trained_avatar)
+    assert avatar.upsampler is not None and avatar.upsampler.config == short_train_config.upsampler
+    assert avatar.upsampler.head.weight.abs().sum() > 0  # it starts at zero: training moved it
+    patch = [entry["patch"] for entry in json.loads((short_trained_avatar / "training_log.json").read_text())["log"]
+             if "patch" in entry]
+    assert len(patch) >= 3 and all(value > 0 for value in patch)
+    assert np.mean(patch[-2:]) < np.mean(patch[:2])
 
 
 # --- resuming ----------------------------------------------------------------------------------------------------
@@ -223,14 +235,20 @@ def test_a_saved_avatar_renders_the_pixels_of_the_in_memory_field(tmp_path, prep
         field.decoder.density.bias.fill_(2.0)
     occupancy = OccupancyGrid(field.box_min, field.box_max, (12, 17, 11))
     occupancy.occupied.copy_(torch.rand(occupancy.occupied.shape, generator=gen) < 0.7)
+    upsampler = Upsampler(config.upsampler, config.field.decoder.feature_channels)
+    with torch.no_grad():  # its last layer starts at zero: make every layer matter
+        for parameter in upsampler.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.05)
     scene = dataset.load_background()
     root = tmp_path / "avatar"
     root.mkdir()
-    save_avatar(root, config=config, geometry=field.geometry, field=field, occupancy=occupancy, dataset=dataset,
-                scene=scene, image_size=64)
+    save_avatar(root, config=config, geometry=field.geometry, field=field, occupancy=occupancy, upsampler=upsampler,
+                dataset=dataset, scene=scene, image_size=64)
     avatar = load_avatar(root)
     for key, value in field.state_dict().items():
         assert torch.equal(avatar.field.state_dict()[key], value), key
+    for key, value in upsampler.state_dict().items():
+        assert torch.equal(avatar.upsampler.state_dict()[key], value), key
     assert torch.equal(avatar.occupancy.occupied, occupancy.occupied)
     np.testing.assert_array_equal(avatar.scene, scene)
     np.testing.assert_array_equal(avatar.frames.codes, dataset.tracking.expression)
@@ -238,13 +256,16 @@ def test_a_saved_avatar_renders_the_pixels_of_the_in_memory_field(tmp_path, prep
     index = int(dataset.heldout_indices[0])
     pose, code = dataset.tracking.camera_from_head[index], dataset.tracking.expression[index]
     backdrop = torch.from_numpy(cv2.resize(scene.astype(np.float32) / 255.0, (64, 64), interpolation=cv2.INTER_AREA))
-    expected = render_image(field, dataset.camera.resized(64, 64), torch.from_numpy(pose).float(),
-                            torch.from_numpy(code).float(), field.mean_latent().detach(), backdrop, config.renderer,
-                            occupancy)
-    loaded = avatar.render(pose, code)
+    arguments = (dataset.camera.resized(64, 64), torch.from_numpy(pose).float(), torch.from_numpy(code).float(),
+                 field.mean_latent().detach(), backdrop, config.renderer, occupancy)
+    expected = render_image(field, *arguments)
+    loaded = avatar.render(pose, code, size=64, direct=True)
     assert torch.equal(loaded.rgb, expected.rgb)
     assert torch.equal(loaded.opacity, expected.opacity)
     assert 0.05 < float(expected.opacity.mean()) < 0.95  # the head is in the picture, not filling it
+    upsampled = render_upsampled(field, upsampler.eval(), arguments[0], *arguments[1:])
+    assert torch.equal(avatar.render(pose, code, size=64).rgb, upsampled.rgb)
+    assert avatar.native_size == dataset.size  # an avatar with an upsampler renders at the video's resolution
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------

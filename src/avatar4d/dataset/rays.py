@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,3 +50,31 @@ class LandmarkRays:
     """(R,) int64 position of the ray's frame in the batch's ``frame_rows``."""
     distance: Tensor
     """(R,) distance from the camera to the landmark along the ray, metres."""
+
+
+@dataclass
+class PatchRays:
+    """A square patch of one frame at full resolution, and one ray per ``factor x factor`` block of it (what the
+    upsampler is trained on)."""
+
+    origins: Tensor
+    """(P * P, 3) head frame, metres, row-major blocks."""
+    directions: Tensor
+    """(P * P, 3) unit, head frame."""
+    frame_ids: Tensor
+    """(P * P,) int64 position of the patch's frame in the batch's ``frame_rows``."""
+    rgb: Tensor
+    """(1, 3, P * factor, P * factor) target colour in [0, 1]."""
+    opacity: Tensor
+    """(1, 1, P * factor, P * factor) target opacity (the head mask)."""
+    background: Tensor
+    """(1, 3, P * factor, P * factor) the scene plate behind it."""
+
+    @property
+    def blocks(self) -> int:
+        """P, the rays per side."""
+        return math.isqrt(self.origins.shape[0])
+
+    def to(self, device: torch.device) -> PatchRays:
+        """The same patch with every tensor on ``device``."""
+        return PatchRays(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})

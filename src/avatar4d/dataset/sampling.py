@@ -14,9 +14,9 @@ from torch import Tensor
 from avatar4d.dataset.background import BackgroundAccumulator
 from avatar4d.dataset.layout import PreparedDataset
 from avatar4d.dataset.masks import eyes_region_mask, mouth_region_mask, neck_cut_mask
-from avatar4d.dataset.rays import LandmarkRays, RayBatch
+from avatar4d.dataset.rays import LandmarkRays, PatchRays, RayBatch
 from avatar4d.geometry.camera import PinholeCamera
-from avatar4d.geometry.rays import camera_rays_in_head, pixel_centers, pixel_directions
+from avatar4d.geometry.rays import block_centres, camera_rays_in_head, pixel_centers, pixel_directions
 from avatar4d.geometry.rigid import invert_rigid, transform_points
 from avatar4d.progress import Progress
 from avatar4d.tracking import landmarks as lm
@@ -180,3 +180,31 @@ class RaySampler:
         origins, directions = camera_rays_in_head(pixel_directions(camera, pixels), transform)
         return LandmarkRays(origins=origins, directions=directions, frame_ids=frame_ids,
                             distance=targets.distance[rows[:, None], chosen].reshape(-1))
+
+    def sample_patch(self, images: FrameImages, rows: Tensor, blocks: int, factor: int,
+                     generator: torch.Generator) -> PatchRays:
+        """A ``blocks * factor`` square of the batch's first frame, centred (where the image allows) on a pixel
+        drawn by importance, with a ray through the centre of each ``factor x factor`` block.
+
+        Args:
+            images: the training frames at full resolution.
+            rows: (F,) the batch's frame rows (the patch belongs to ``rows[0]``, batch position 0).
+        """
+        size = images.size
+        blocks = min(blocks, size // factor)
+        side = blocks * factor
+        row = int(rows[0])
+        centre = int(torch.multinomial(images.importance[row], 1, generator=generator))
+        top = min(max(centre // size - side // 2, 0), size - side)
+        left = min(max(centre % size - side // 2, 0), size - side)
+        pixels = block_centres(top, left, blocks, blocks, factor)
+        origins, directions = camera_rays_in_head(pixel_directions(images.camera, pixels), self.head_from_camera[row])
+        window = (slice(top, top + side), slice(left, left + side))
+
+        def crop(values: Tensor, channels: int) -> Tensor:
+            return values.reshape(size, size, channels)[window].permute(2, 0, 1)[None].float()
+
+        return PatchRays(origins=origins, directions=directions,
+                         frame_ids=torch.zeros(blocks * blocks, dtype=torch.long),
+                         rgb=crop(images.rgb[row], 3) / 255.0, opacity=crop(images.opacity[row], 1) / 255.0,
+                         background=crop(images.background, 3))

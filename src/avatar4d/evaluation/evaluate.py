@@ -38,14 +38,14 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _score_frames(avatar: Avatar, frames: list[HeldoutFrame], size: int, model, plate: torch.Tensor,
-                  out_dir: Path) -> tuple[list[dict], list[dict], list[dict], list[float]]:
+                  out_dir: Path, direct: bool) -> tuple[list[dict], list[dict], list[dict], list[float]]:
     """Render and score every held-out frame (and the two backdrops alone), writing a strip per frame."""
     scene = avatar.scene_at(size).cpu()
     rows, plate_rows, scene_rows, times = [], [], [], []
     with Progress("evaluate", len(frames), "frames") as progress:
         for frame in frames:
             started = time.perf_counter()
-            render = avatar.render_image(frame.camera_from_head, frame.code, size)
+            render = avatar.render_image(frame.camera_from_head, frame.code, size, direct=direct)
             times.append(time.perf_counter() - started)
             row = score(render, frame.rgb, frame.face)
             if model is not None:
@@ -60,15 +60,30 @@ def _score_frames(avatar: Avatar, frames: list[HeldoutFrame], size: int, model, 
     return rows, plate_rows, scene_rows, times
 
 
+def _training_frames_score(avatar: Avatar, dataset, size: int, count: int, direct: bool) -> dict[str, float]:
+    """Mean PSNR and face PSNR of ``count`` training frames spread over the run, rendered as held-out frames are (mean
+    latent code): with the held-out scores, how much of the fit is memorised rather than learnt."""
+    indices = dataset.train_indices
+    chosen = indices[np.linspace(0, len(indices) - 1, min(count, len(indices))).round().astype(int)]
+    rows = []
+    for frame in heldout_frames(dataset, size, chosen):
+        render = avatar.render_image(frame.camera_from_head, frame.code, size, direct=direct)
+        rows.append({key: value for key, value in score(render, frame.rgb, frame.face).items()
+                     if key in ("psnr", "face_psnr")})
+    return {**_mean(rows), "frames": [int(i) for i in chosen]}
+
+
 def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | None = None,
-             lpips: bool = True) -> dict:
+             lpips: bool = True, direct: bool = False, train_frames: int = 8) -> dict:
     """Score an avatar on its dataset's held-out frames and write ``metrics.json`` and ``evaluation/*.png``.
 
     Args:
         avatar_dir: a trained avatar.
         dataset_dir: its dataset (default: the one it was trained on, as recorded in the avatar).
-        size: evaluation resolution (default: the avatar's training resolution).
+        size: evaluation resolution (default: the dataset's own, what a person looks at; smaller for a thumbnail).
         lpips: also compute LPIPS (AlexNet, v0.1) when its weights can be obtained; otherwise the reason is recorded.
+        direct: one ray per pixel even where the avatar has an upsampler (the slow path, for comparison).
+        train_frames: training frames also scored, for the training-versus-held-out gap (0: none).
 
     Returns:
         The metrics dictionary written to ``metrics.json``.
@@ -81,7 +96,7 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
     if dataset.tracking.num_frames != len(avatar.frames.codes):
         raise AvatarError(f"{dataset_dir} is not the dataset {avatar_dir} was trained on "
                           f"({dataset.tracking.num_frames} frames, the avatar knows {len(avatar.frames.codes)})")
-    size = size or avatar.image_size
+    size = size or avatar.dataset_size
     frames = heldout_frames(dataset, size)
     model, reason = load_lpips() if lpips else (None, "not requested")
     if model is None:
@@ -89,12 +104,15 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
     out_dir = Path(avatar_dir) / "evaluation"
     out_dir.mkdir(exist_ok=True)
     plate = to_float(resize_square(dataset.load_background(), size))
-    rows, plate_rows, scene_rows, times = _score_frames(avatar, frames, size, model, plate, out_dir)
+    rows, plate_rows, scene_rows, times = _score_frames(avatar, frames, size, model, plate, out_dir, direct)
+    seen = _training_frames_score(avatar, dataset, size, train_frames, direct) if train_frames > 0 else None
     metrics = {
         "avatar": str(Path(avatar_dir).resolve()),
         "dataset": str(Path(dataset_dir).resolve()),
         "frames": [f.index for f in frames],
         "resolution": size,
+        "path": ("one ray per pixel" if direct or avatar.upsampler is None
+                 else f"rays at 1/{avatar.config.upsampler.factor} of the side, then the upsampler"),
         "latent_code": "mean of the training frames'" if avatar.config.field.use_latent_code else "none",
         "mean": _mean(rows),
         "per_frame": [{"frame": f.index, **r} for f, r in zip(frames, rows)],
@@ -104,6 +122,9 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
         },
         "lpips": LPIPS_LABEL if model is not None else f"not computed: {reason}",
         "render_seconds_per_frame": float(np.mean(times)),
+        **({"training_frames": {**seen, "psnr_gap_db": seen["psnr"] - _mean(rows)["psnr"],
+                                "what": "training frames rendered as the held-out ones (mean latent code)"}}
+           if seen is not None else {}),
         "machine": machine_description(),
     }
     write_json_atomic(Path(avatar_dir) / "metrics.json", metrics)
@@ -111,5 +132,6 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
     note(f"held-out ({len(frames)} frames, {size} px): PSNR {mean['psnr']:.2f} dB (face {mean['face_psnr']:.2f}), "
          f"SSIM {mean['ssim']:.3f} (face {mean['face_ssim']:.3f})"
          + (f", LPIPS {mean['lpips']:.3f}" if model is not None else "")
-         + f"; background plate alone {metrics['baselines']['background_plate']['psnr']:.2f} dB")
+         + f"; background plate alone {metrics['baselines']['background_plate']['psnr']:.2f} dB"
+         + (f"; training frames {seen['psnr']:.2f} dB (gap {seen['psnr'] - mean['psnr']:.2f} dB)" if seen else ""))
     return metrics

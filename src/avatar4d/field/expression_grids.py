@@ -15,7 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from avatar4d.field.voxel_grid import (
+    channels_first,
     corner_indices_and_weights,
+    sample_volume,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
@@ -120,9 +122,12 @@ class ExpressionGrids(nn.Module):
         out = points.new_zeros(points.shape[0], mixed.shape[-1])
         if inside.any():
             index = inside.nonzero().squeeze(1)
-            corners, weights = corner_indices_and_weights(coords[index], self.shape)
-            cells = mixed.shape[1]
-            values = trilinear_gather(mixed.reshape(-1, mixed.shape[-1]), corners, weights, frame_ids[index] * cells)
+            if mixed.shape[0] == 1 and not (torch.is_grad_enabled() and mixed.requires_grad):
+                values = sample_volume(channels_first(mixed[0], self.shape), coords[index])
+            else:
+                corners, weights = corner_indices_and_weights(coords[index], self.shape)
+                values = trilinear_gather(mixed.reshape(-1, mixed.shape[-1]), corners, weights,
+                                          frame_ids[index] * mixed.shape[1])
             out = out.index_copy(0, index, values)
         return out
 

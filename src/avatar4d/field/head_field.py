@@ -158,6 +158,11 @@ class HeadField(nn.Module):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
             self.decoder = Decoder(in_features, latent_dim, config.decoder)
 
+    @property
+    def channels(self) -> int:
+        """Channels of what :meth:`forward` gives per point: colour, then ``config.decoder.feature_channels``."""
+        return 3 + self.config.decoder.feature_channels
+
     def normalise(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame metres -> (N, 3) box coordinates in [-1, 1]."""
         return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
@@ -195,7 +200,7 @@ class HeadField(nn.Module):
             frames: from :meth:`prepare`.
 
         Returns:
-            (N,) density per metre and (N, 3) colour in [0, 1].
+            (N,) density per metre and (N, 3 + feature_channels) colour (then features) in [0, 1].
         """
         features, bias = self._features(points, frame_ids, frames)
         return self.decoder(features, bias, directions)

@@ -40,10 +40,13 @@ class DecoderConfig:
     """Spherical-harmonics degree of the view direction fed to the colour output (0 = no view dependence)."""
     density_bias: float = -2.0
     """Initial pre-activation of the density (small: the volume starts almost empty)."""
+    feature_channels: int = 0
+    """Extra channels beside the colour, composited like it, for a 2D upsampler to read (0: colour only)."""
 
 
 class Decoder(nn.Module):
-    """``h = MLP(features + latent bias)``; ``density = exp(w . h)``; ``rgb = sigmoid(W [h, SH(direction)])``.
+    """``h = MLP(features + latent bias)``; ``density = exp(w . h)``; ``rgb = sigmoid(W [h, SH(direction)])``
+    (followed by ``config.feature_channels`` more sigmoid channels when the avatar has an upsampler).
 
     The per-frame latent code enters the first layer as a bias computed once per frame (:meth:`frame_bias`), which is
     the same as concatenating it to every point's input but costs nothing per point.
@@ -56,7 +59,7 @@ class Decoder(nn.Module):
         self.latent = nn.Linear(latent_dim, config.hidden, bias=False) if latent_dim > 0 else None
         self.hidden = nn.ModuleList(nn.Linear(config.hidden, config.hidden) for _ in range(config.layers - 1))
         self.density = nn.Linear(config.hidden, 1)
-        self.color = nn.Linear(config.hidden + num_sh_coefficients(config.sh_degree), 3)
+        self.color = nn.Linear(config.hidden + num_sh_coefficients(config.sh_degree), 3 + config.feature_channels)
         with torch.no_grad():
             self.density.bias.fill_(config.density_bias)
 
@@ -75,7 +78,7 @@ class Decoder(nn.Module):
             directions: (N, 3) unit view directions, head frame.
 
         Returns:
-            (N,) density per metre and (N, 3) colour in [0, 1].
+            (N,) density per metre and (N, 3 + feature_channels) colour (and features) in [0, 1].
         """
         h = self._hidden(features, frame_bias)
         density = trunc_exp(self.density(h).squeeze(-1))

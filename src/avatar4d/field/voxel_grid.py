@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avatar4d.geometry.lattice import grid_cells
@@ -85,6 +86,28 @@ def trilinear_gather(table: Tensor, indices: Tensor, weights: Tensor, offsets: T
     return _TrilinearGather.apply(table, indices, weights.to(table.dtype))
 
 
+def channels_first(table: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """(X * Y * Z, C) table -> (1, C, X, Y, Z) volume, the layout of ``F.grid_sample``."""
+    return table.T.reshape(1, table.shape[1], *shape).contiguous()
+
+
+def sample_volume(volume: Tensor, coords: Tensor) -> Tensor:
+    """Trilinear interpolation of a channels-first volume with ``F.grid_sample``: the same values as
+    :func:`trilinear_gather` at :func:`corner_indices_and_weights` (coordinates clamped to the box), in one kernel
+    (what rendering uses; training keeps the gather, whose backward is an ``index_add``).
+
+    Args:
+        volume: (1, C, X, Y, Z) from :func:`channels_first`.
+        coords: (N, 3) normalised grid coordinates (x, y, z).
+
+    Returns:
+        (N, C).
+    """
+    grid = coords.flip(-1).reshape(1, 1, 1, -1, 3).to(volume.dtype)
+    values = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return values.reshape(volume.shape[1], -1).T
+
+
 def total_variation(table: Tensor, shape: tuple[int, int, int]) -> Tensor:
     """Mean squared difference between neighbouring vertices along each axis.
 
@@ -150,8 +173,19 @@ class VoxelGrid(nn.Module):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         self.table = nn.Parameter(torch.randn(grid_cells(self.shape), channels, generator=generator) * init_std)
+        self._volume: tuple[tuple[int, int, torch.device], Tensor] | None = None
 
     def forward(self, coords: Tensor) -> Tensor:
-        """(N, 3) normalised coordinates -> (N, C) features."""
-        indices, weights = corner_indices_and_weights(coords, self.shape)
-        return trilinear_gather(self.table, indices, weights)
+        """(N, 3) normalised coordinates -> (N, C) features (by ``grid_sample`` when no gradient is needed)."""
+        if torch.is_grad_enabled() and self.table.requires_grad:
+            indices, weights = corner_indices_and_weights(coords, self.shape)
+            return trilinear_gather(self.table, indices, weights)
+        return sample_volume(self.volume(), coords)
+
+    def volume(self) -> Tensor:
+        """(1, C, X, Y, Z) the table as a volume, made again only when the table has changed."""
+        key = (self.table.data_ptr(), self.table._version, self.table.device)
+        if self._volume is None or self._volume[0] != key:
+            with torch.no_grad():
+                self._volume = (key, channels_first(self.table.detach(), self.shape))
+        return self._volume[1]

@@ -16,6 +16,25 @@ def pixel_centers(width: int, height: int, device: torch.device | str | None = N
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
 
 
+def block_centres(top: int, left: int, rows: int, columns: int, factor: int, device: torch.device | None = None
+                  ) -> Tensor:
+    """Pixel coordinates (output resolution) of the centres of ``factor x factor`` blocks: where the rays of the
+    low-resolution render go so that each covers its block of output pixels.
+
+    Args:
+        top, left: the first block's top-left output pixel.
+        rows, columns: blocks down and across.
+
+    Returns:
+        (rows * columns, 2) (x, y) row-major, in the convention of :func:`pixel_centers` (pixel ``i`` spans
+        ``[i, i + 1)``; for ``factor`` 1 these are the pixel centres).
+    """
+    ys = top + factor * torch.arange(rows, dtype=torch.float32, device=device) + factor / 2.0
+    xs = left + factor * torch.arange(columns, dtype=torch.float32, device=device) + factor / 2.0
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y], -1).reshape(-1, 2)
+
+
 def pixel_directions(camera: PinholeCamera, pixels: Tensor) -> Tensor:
     """Unit ray directions through pixel positions.
 

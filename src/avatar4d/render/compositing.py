@@ -13,7 +13,8 @@ class Composite:
     """What compositing a batch of rays gives."""
 
     rgb: Tensor
-    """(R, 3) colour of the field alone (premultiplied: add ``(1 - opacity) * background``)."""
+    """(R, C) colour (and any feature channels) of the field alone (premultiplied: add
+    ``(1 - opacity) * background``)."""
     opacity: Tensor
     """(R,) accumulated opacity in [0, 1]."""
     weights: Tensor
@@ -29,7 +30,7 @@ def composite(density: Tensor, color: Tensor, deltas: Tensor, distances: Tensor 
 
     Args:
         density: (R, S) non-negative density per unit length.
-        color: (R, S, 3) colour of each sample.
+        color: (R, S, C) colour (and any features) of each sample.
         deltas: (R, S) length of each sample's interval.
         distances: (R, S) distance of each sample along its ray (for depth), or None.
 

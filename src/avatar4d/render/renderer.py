@@ -31,13 +31,16 @@ class RadianceField(Protocol):
     box_min: Tensor
     """(3,) the box's lower corner, head frame, metres (its device is the field's)."""
     box_max: Tensor
+    channels: int
+    """What the field gives per point beside density: 3 colour channels, then any features for an upsampler."""
 
     def prepare(self, codes: Tensor, latents: Tensor | None) -> Conditioning:
         """Per-frame work for (F, K) expression codes and (F, D) latent codes."""
 
     def __call__(self, points: Tensor, directions: Tensor, frame_ids: Tensor,
                  frames: Conditioning) -> tuple[Tensor, Tensor]:
-        """(N,) density per metre and (N, 3) colour of (N, 3) points seen along (N, 3) directions."""
+        """(N,) density per metre and (N, channels) colour (and features) of (N, 3) points seen along (N, 3)
+        directions."""
 
     def density(self, points: Tensor, frame_ids: Tensor, frames: Conditioning) -> Tensor:
         """(N,) density per metre only."""
@@ -45,8 +48,6 @@ class RadianceField(Protocol):
 
 class RenderCancelled(Exception):
     """A render stopped early because its caller no longer wants it."""
-
-
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,18 @@ class RenderOutput:
     """(R,) expected squared distance along the ray."""
     samples_evaluated: int
     """Samples the field was evaluated at (after empty-space skipping)."""
+    features: Tensor | None = None
+    """(R, F) composited feature channels of the field (premultiplied, no background), or None without any."""
+
+
+def _output(result: Composite, background: Tensor, evaluated: int) -> RenderOutput:
+    """The composite's colour over the background, its features apart."""
+    colour = Composite(rgb=result.rgb[:, :3], opacity=result.opacity, weights=result.weights, depth=result.depth,
+                       depth_second_moment=result.depth_second_moment)
+    features = result.rgb[:, 3:] if result.rgb.shape[1] > 3 else None
+    return RenderOutput(rgb=over_background(colour, background), opacity=result.opacity, depth=result.depth,
+                        depth_second_moment=result.depth_second_moment, samples_evaluated=evaluated,
+                        features=features)
 
 
 def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
@@ -106,23 +119,21 @@ def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame
         keep = keep & occupancy.query(points.reshape(-1, 3)).view(count, samples)
     if config.min_transmittance > 0 and not torch.is_grad_enabled():
         result, evaluated = _march(field, points, directions, frame_ids, frames, deltas, distances, keep, config)
-        return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
-                            depth_second_moment=result.depth_second_moment, samples_evaluated=evaluated)
+        return _output(result, background, evaluated)
     index = keep.reshape(-1).nonzero().squeeze(1)
     if config.min_transmittance > 0 and index.numel():
         index = _visible_samples(field, points, directions, frame_ids, frames, deltas, index,
                                  config.min_transmittance)
     density = points.new_zeros(count * samples)
-    color = points.new_zeros(count * samples, 3)
+    color = points.new_zeros(count * samples, field.channels)
     if index.numel():
         ray_of = torch.div(index, samples, rounding_mode="floor")
         sample_density, sample_color = field(points.reshape(-1, 3)[index], directions[ray_of], frame_ids[ray_of],
                                              frames)
         density = density.index_copy(0, index, sample_density)
         color = color.index_copy(0, index, sample_color)
-    result: Composite = composite(density.view(count, samples), color.view(count, samples, 3), deltas, distances)
-    return RenderOutput(rgb=over_background(result, background), opacity=result.opacity, depth=result.depth,
-                        depth_second_moment=result.depth_second_moment, samples_evaluated=int(index.numel()))
+    result = composite(density.view(count, samples), color.view(count, samples, field.channels), deltas, distances)
+    return _output(result, background, int(index.numel()))
 
 
 def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
@@ -139,7 +150,8 @@ def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: 
     """
     count, samples = distances.shape
     group = max(1, config.march_group)
-    rgb, transmittance = points.new_zeros(count, 3), points.new_ones(count)
+    channels = field.channels
+    rgb, transmittance = points.new_zeros(count, channels), points.new_ones(count)
     depth, second = points.new_zeros(count), points.new_zeros(count)
     alive = keep.any(1).nonzero().squeeze(1)
     evaluated = 0
@@ -150,14 +162,14 @@ def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: 
         window = slice(start, start + width)
         flat = keep[alive, window].reshape(-1).nonzero().squeeze(1)
         density = points.new_zeros(alive.numel() * width)
-        color = points.new_zeros(alive.numel() * width, 3)
+        color = points.new_zeros(alive.numel() * width, channels)
         if flat.numel():
             rows = alive[torch.div(flat, width, rounding_mode="floor")]
             columns = start + flat % width
             sample_density, sample_color = field(points[rows, columns], directions[rows], frame_ids[rows], frames)
             density, color = density.index_copy(0, flat, sample_density), color.index_copy(0, flat, sample_color)
             evaluated += int(flat.numel())
-        part = composite(density.view(-1, width), color.view(-1, width, 3), deltas[alive, window],
+        part = composite(density.view(-1, width), color.view(-1, width, channels), deltas[alive, window],
                          distances[alive, window])
         light = transmittance[alive]
         rgb[alive] += light[:, None] * part.rgb
@@ -218,7 +230,8 @@ def render_image(field: RadianceField, camera: PinholeCamera, camera_from_head: 
         ids = torch.zeros(end - start, dtype=torch.long, device=device)
         outputs.append(render_rays(field, origins[start:end], directions[start:end], ids, frames,
                                    flat_background[start:end], config, occupancy))
+    features = torch.cat([o.features for o in outputs]) if outputs[0].features is not None else None
     return RenderOutput(rgb=torch.cat([o.rgb for o in outputs]), opacity=torch.cat([o.opacity for o in outputs]),
                         depth=torch.cat([o.depth for o in outputs]),
                         depth_second_moment=torch.cat([o.depth_second_moment for o in outputs]),
-                        samples_evaluated=sum(o.samples_evaluated for o in outputs))
+                        samples_evaluated=sum(o.samples_evaluated for o in outputs), features=features)

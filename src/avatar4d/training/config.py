@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from avatar4d.dataset.sampling import ImportanceConfig
 from avatar4d.field.head_field import HeadFieldConfig
 from avatar4d.render.renderer import RendererConfig
+from avatar4d.render.upsampler import UpsamplerConfig
 from avatar4d.training.losses import LossConfig
 from avatar4d.training.schedule import ScheduleConfig
 
@@ -20,6 +21,7 @@ class OptimizerConfig:
     motion: float = 0.02
     decoder: float = 3e-3
     latent: float = 3e-3
+    upsampler: float = 2e-3
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class TrainConfig:
 
     field: HeadFieldConfig = dataclasses.field(default_factory=HeadFieldConfig)
     renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    upsampler: UpsamplerConfig = dataclasses.field(default_factory=UpsamplerConfig)
+    """With a factor above 1, a 2D network after volume rendering, trained on full-resolution patches (it also reads
+    the field's ``field.decoder.feature_channels``)."""
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
@@ -37,6 +42,9 @@ class TrainConfig:
     rays_per_frame: int = 1024
     landmark_rays_per_frame: int = 64
     """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
+    patch_blocks: int = 32
+    """Rays per side of the full-resolution training patch (with an upsampler; the patch is ``patch_blocks *
+    upsampler.factor`` pixels square)."""
     use_background: bool = True
     """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
     no mask loss; the field must explain everything)."""

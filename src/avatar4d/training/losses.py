@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,11 @@ class LossConfig:
     landmarks end and the face model's landmark: pulls the density onto the face surface (monocular video alone leaves
     it smeared along the camera rays), which is what makes new viewpoints and the mesh work (0 = off)."""
     landmark_depth_sigma_m: float = 0.01
+    patch_l1: float = 0.1
+    """Mean absolute error of the upsampler's full-resolution patch (with an upsampler only)."""
+    patch_perceptual: float = 0.05
+    """LPIPS (AlexNet) distance of the same patch: what makes the upsampled picture sharp rather than a blurred
+    average (with an upsampler only; skipped, with a note, where the LPIPS weights cannot be obtained)."""
 
 
 @dataclass
@@ -37,9 +43,11 @@ class LossTerms:
     tv: Tensor
     latent: Tensor
     depth: Tensor
+    patch: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in ("total", "rgb", "mask", "tv", "latent", "depth")}
+        names = ("total", "rgb", "mask", "tv", "latent", "depth", "patch")
+        return {k: float(getattr(self, k).detach()) for k in names}
 
 
 def psnr_from_mse(mse: Tensor | float) -> float:
@@ -61,8 +69,25 @@ def landmark_depth_loss(depth: Tensor, depth_second_moment: Tensor, opacity: Ten
     return (spread / sigma_m**2).mean() + (1.0 - opacity).square().mean()
 
 
+def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, config: LossConfig,
+               perceptual: Callable[[Tensor, Tensor], Tensor] | None) -> Tensor:
+    """The upsampler's loss on one full-resolution patch: L1 and LPIPS of the colour, and the mask loss of its
+    opacity (weighted as the rays' mask loss is).
+
+    Args:
+        rgb, target_rgb: (1, 3, H, W) upsampled and observed colour.
+        opacity, target_opacity: (1, 1, H, W) upsampled opacity and head mask.
+        perceptual: (N, 3, H, W) x 2 -> (N,) distance (LPIPS), or None to leave it out.
+    """
+    loss = config.patch_l1 * (rgb - target_rgb).abs().mean() + config.mask * (opacity - target_opacity).square().mean()
+    if perceptual is not None and config.patch_perceptual > 0:
+        loss = loss + config.patch_perceptual * perceptual(rgb, target_rgb).mean()
+    return loss
+
+
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
-                  latents: Tensor | None, config: LossConfig, depth: Tensor | None = None) -> LossTerms:
+                  latents: Tensor | None, config: LossConfig, depth: Tensor | None = None,
+                  patch: Tensor | None = None) -> LossTerms:
     """Combine the loss terms.
 
     Args:
@@ -71,12 +96,15 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         tv: total variation of the canonical and motion grids.
         latents: (F, D) the batch's latent codes, or None.
         depth: the landmark depth loss, or None.
+        patch: the upsampler's patch loss (already weighted), or None.
     """
     rgb_loss = torch.mean((rgb - target_rgb) ** 2)
     mask_loss = torch.mean((opacity - target_opacity) ** 2)
     tv_loss = config.tv_canonical * tv[0] + config.tv_motion * tv[1]
     latent_loss = latents.square().sum(-1).mean() if latents is not None and latents.numel() else rgb.new_zeros(())
     depth_loss = depth if depth is not None else rgb.new_zeros(())
+    patch_term = patch if patch is not None else rgb.new_zeros(())
     total = rgb_loss + config.mask * mask_loss + tv_loss + config.latent * latent_loss \
-        + config.landmark_depth * depth_loss
-    return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss)
+        + config.landmark_depth * depth_loss + patch_term
+    return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss,
+                     patch=patch_term)

@@ -12,17 +12,20 @@ from avatar4d.field.head_field import HeadFieldConfig
 from avatar4d.field.heads import DecoderConfig
 from avatar4d.field.voxel_grid import VoxelGridConfig
 from avatar4d.render.renderer import RendererConfig
+from avatar4d.render.upsampler import UpsamplerConfig
 from avatar4d.training.config import TrainConfig
 from avatar4d.training.schedule import ScheduleConfig
 
 PREVIEW = TrainConfig(
     field=HeadFieldConfig(canonical=VoxelGridConfig(voxel_size_m=0.005, channels=12),
                           expression=ExpressionGridsConfig(voxel_size_m=0.008, channels=8),
-                          decoder=DecoderConfig(hidden=64, layers=1)),
+                          decoder=DecoderConfig(hidden=64, layers=1, feature_channels=8)),
     renderer=RendererConfig(samples_per_ray=48),
+    upsampler=UpsamplerConfig(factor=4),
     schedule=ScheduleConfig(iterations=1500, resolutions=(64, 128), resolution_starts=(0.0, 0.3)),
     frames_per_batch=4,
     rays_per_frame=1024,
+    occupancy_warmup=40,
 )
 
 QUALITY = TrainConfig(

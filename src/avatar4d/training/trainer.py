@@ -21,19 +21,28 @@ from avatar4d.atomic import atomic_directory, partial_path, write_json_atomic
 from avatar4d.avatar import save_avatar
 from avatar4d.configs import to_dict
 from avatar4d.dataset.layout import PreparedDataset, load_dataset
-from avatar4d.dataset.rays import RayBatch
+from avatar4d.dataset.rays import PatchRays, RayBatch
 from avatar4d.dataset.sampling import FrameImages, LandmarkTargets, RaySampler, landmark_targets, load_frame_images
 from avatar4d.environment import machine_description, pick_device
 from avatar4d.errors import AvatarError
+from avatar4d.evaluation.lpips import LPIPS, load_lpips
 from avatar4d.field.head_field import HeadField, field_geometry
 from avatar4d.images import resize_square
 from avatar4d.progress import Progress, note
 from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import RenderOutput, render_rays
+from avatar4d.render.upsampler import Upsampler
 from avatar4d.training.checkpoint import TrainingState, load_checkpoint, read_checkpoint_config, save_checkpoint
 from avatar4d.training.config import TrainConfig
 from avatar4d.training.curves import plot_training_curve
-from avatar4d.training.losses import LossConfig, LossTerms, landmark_depth_loss, psnr_from_mse, training_loss
+from avatar4d.training.losses import (
+    LossConfig,
+    LossTerms,
+    landmark_depth_loss,
+    patch_loss,
+    psnr_from_mse,
+    training_loss,
+)
 from avatar4d.training.presets import PREVIEW
 from avatar4d.training.probe import HeldoutProbe, probe_heldout
 from avatar4d.training.schedule import lr_factor_at, resolution_at
@@ -50,10 +59,14 @@ class Run:
     device: torch.device
     field: HeadField
     occupancy: OccupancyGrid
+    upsampler: Upsampler | None
+    perceptual: LPIPS | None
+    """The patch loss's LPIPS network (None without an upsampler, or where its weights cannot be obtained)."""
     optimizer: torch.optim.Optimizer
     base_lrs: list[float]
     sampler: RaySampler
     images: dict[int, FrameImages]
+    """The training frames at each resolution of the schedule (and at the dataset's, with an upsampler)."""
     codes: torch.Tensor
     """(F_train, K) training frames' expression codes, on the run's device."""
     landmarks: LandmarkTargets | None
@@ -98,14 +111,14 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         run = _build_run(dataset, config)
         if resuming:
-            run.state = load_checkpoint(checkpoint, {"field": run.field, "occupancy": run.occupancy}, run.optimizer)
+            run.state = load_checkpoint(checkpoint, _modules(run), run.optimizer)
             run.generator.set_state(run.state.generator_state)
             note(f"resuming from step {run.state.step} of {config.schedule.iterations}")
         _train_loop(run, work_dir)
         _finalise_occupancy(run)
         scene = _scene_plate(run)
         save_avatar(work_dir, config=config, geometry=run.field.geometry, field=run.field, occupancy=run.occupancy,
-                    dataset=dataset, scene=scene, image_size=config.schedule.resolutions[-1])
+                    upsampler=run.upsampler, dataset=dataset, scene=scene, image_size=config.schedule.resolutions[-1])
         write_json_atomic(work_dir / "training_log.json", {"machine": machine_description(),
                                                            "device": str(run.device),
                                                            "training_seconds": run.state.elapsed_s,
@@ -147,8 +160,12 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     ]
     if head.expression is not None:
         groups.insert(1, {"name": "motion", "params": [head.expression.tables], "lr": config.optimizer.motion})
+    upsampler, perceptual = _build_upsampler(config, generator)
+    if upsampler is not None:
+        groups.append({"name": "upsampler", "params": list(upsampler.parameters()), "lr": config.optimizer.upsampler})
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
-    images = load_frame_images(dataset, train_indices, list(config.schedule.resolutions), config.importance)
+    sizes = sorted(set(config.schedule.resolutions) | ({dataset.size} if upsampler is not None else set()))
+    images = load_frame_images(dataset, train_indices, sizes, config.importance)
     poses = torch.from_numpy(dataset.tracking.camera_from_head[train_indices]).float()
     sampler = RaySampler(poses, config.frames_per_batch, config.rays_per_frame)
     codes = torch.from_numpy(dataset.tracking.expression[train_indices]).float().to(device)
@@ -156,10 +173,38 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
                  if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
     head.to(device)
     occupancy.to(device)
-    return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, optimizer=optimizer,
+    if upsampler is not None:
+        upsampler.to(device)
+    if perceptual is not None:
+        perceptual.to(device)
+    return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, upsampler=upsampler,
+               perceptual=perceptual, optimizer=optimizer,
                base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes, landmarks=landmarks,
                probe=HeldoutProbe.from_dataset(dataset, config.schedule.resolutions[-1], config.heldout_probe_frames),
                generator=generator)
+
+
+def _build_upsampler(config: TrainConfig, generator: torch.Generator) -> tuple[Upsampler | None, LPIPS | None]:
+    """The upsampler (seeded from ``generator``, like the field) and the LPIPS network of its patch loss."""
+    if not config.upsampler.enabled:
+        return None, None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        upsampler = Upsampler(config.upsampler, config.field.decoder.feature_channels)
+    perceptual = None
+    if config.loss.patch_perceptual > 0:
+        perceptual, reason = load_lpips()
+        if perceptual is None:
+            note(f"training without the perceptual patch loss: {reason}")
+    return upsampler, perceptual
+
+
+def _modules(run: Run) -> dict[str, torch.nn.Module]:
+    """What a checkpoint holds besides the optimizer."""
+    modules: dict[str, torch.nn.Module] = {"field": run.field, "occupancy": run.occupancy}
+    if run.upsampler is not None:
+        modules["upsampler"] = run.upsampler
+    return modules
 
 
 def _background(run: Run, background: torch.Tensor) -> torch.Tensor:
@@ -205,8 +250,7 @@ def _train_loop(run: Run, work_dir: Path) -> None:
                    or (config.checkpoint_every_steps and run.state.step % config.checkpoint_every_steps == 0))
             if due and run.state.step < total:
                 run.state.generator_state = run.generator.get_state()
-                save_checkpoint(work_dir / CHECKPOINT, {"field": run.field, "occupancy": run.occupancy},
-                                run.optimizer, run.state, to_dict(config))
+                save_checkpoint(work_dir / CHECKPOINT, _modules(run), run.optimizer, run.state, to_dict(config))
                 last_checkpoint = time.perf_counter()
 
 
@@ -220,18 +264,54 @@ def _time_is_up(run: Run) -> bool:
     return True
 
 
-def _batch_rays(run: Run, images: FrameImages, batch: RayBatch) -> tuple[RayBatch, torch.Tensor | None]:
-    """The batch's rays (on the run's device) with the landmark rays appended, and the landmarks' distances."""
-    if run.landmarks is None:
-        return batch.to(run.device), None
-    landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
-                                                 run.config.landmark_rays_per_frame, run.generator)
+@dataclass
+class _StepRays:
+    """A step's rays: the batch's, then the landmarks' (for the depth loss), then the patch's (for the upsampler)."""
+
+    rays: RayBatch
+    """All of them, on the run's device (targets are the batch's only)."""
+    colour: slice
+    landmarks: slice
+    landmark_distance: torch.Tensor | None
+    patch: slice
+    patch_targets: PatchRays | None
+
+
+def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
+    """The batch's rays with the landmark rays and the patch rays appended (each behind a black backdrop)."""
+    parts, distance, patch = [batch], None, None
+    if run.landmarks is not None:
+        landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
+                                                     run.config.landmark_rays_per_frame, run.generator)
+        parts.append(landmark_rays)
+        distance = landmark_rays.distance.to(run.device)
+    if run.upsampler is not None:
+        patch = run.sampler.sample_patch(run.images[run.dataset.size], batch.frame_rows, run.config.patch_blocks,
+                                         run.config.upsampler.factor, run.generator).to(run.device)
+        parts.append(patch)
+    colour_end = batch.num_rays
+    landmark_end = colour_end + (parts[1].origins.shape[0] if run.landmarks is not None else 0)
     rays = dataclasses.replace(
-        batch, origins=torch.cat([batch.origins, landmark_rays.origins]),
-        directions=torch.cat([batch.directions, landmark_rays.directions]),
-        frame_ids=torch.cat([batch.frame_ids, landmark_rays.frame_ids]),
-        background=torch.cat([batch.background, torch.zeros_like(landmark_rays.origins)]))
-    return rays.to(run.device), landmark_rays.distance.to(run.device)
+        batch, origins=torch.cat([part.origins for part in parts]),
+        directions=torch.cat([part.directions for part in parts]),
+        frame_ids=torch.cat([part.frame_ids for part in parts]),
+        background=torch.cat([batch.background] + [torch.zeros_like(part.origins) for part in parts[1:]]))
+    return _StepRays(rays=rays.to(run.device), colour=slice(0, colour_end), landmarks=slice(colour_end, landmark_end),
+                     landmark_distance=distance, patch=slice(landmark_end, None), patch_targets=patch)
+
+
+def _upsampled_patch_loss(run: Run, output: RenderOutput, rays: _StepRays, loss_config: LossConfig) -> torch.Tensor:
+    """Upsample the patch's rays and score them against the full-resolution patch."""
+    target = rays.patch_targets
+    blocks = target.blocks
+
+    def planes(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(1, blocks, blocks, -1).permute(0, 3, 1, 2)
+
+    patch = rays.patch
+    features = planes(output.features[patch]) if output.features is not None else None
+    image = run.upsampler(planes(output.rgb[patch]), planes(output.opacity[patch]), features, target.background)
+    return patch_loss(image.rgb, target.rgb, image.opacity, target.opacity, loss_config, run.perceptual)
 
 
 def _train_step(run: Run, loss_config: LossConfig) -> _Step:
@@ -244,8 +324,8 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
     for group, base in zip(run.optimizer.param_groups, run.base_lrs):
         group["lr"] = base * factor
     batch = run.sampler.sample(images, run.generator)
-    colour = slice(0, batch.num_rays)
-    rays, landmark_distance = _batch_rays(run, images, batch)
+    step_rays = _step_rays(run, images, batch)
+    rays, colour = step_rays.rays, step_rays.colour
     batch_latents = run.field.latents[rays.frame_rows]
     frames = run.field.prepare(run.codes[rays.frame_rows], batch_latents)
     skip = step >= config.occupancy_warmup
@@ -253,13 +333,14 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
                          _background(run, rays.background), config.renderer, run.occupancy if skip else None,
                          run.generator)
     depth = None
-    if landmark_distance is not None:
-        extra = slice(batch.num_rays, None)
+    if step_rays.landmark_distance is not None:
+        extra = step_rays.landmarks
         depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra], output.opacity[extra],
-                                    landmark_distance, config.loss.landmark_depth_sigma_m)
+                                    step_rays.landmark_distance, config.loss.landmark_depth_sigma_m)
+    patch = _upsampled_patch_loss(run, output, step_rays, loss_config) if step_rays.patch_targets else None
     terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
                           run.field.total_variation(config.loss.tv_samples, run.generator),
-                          batch_latents if config.field.use_latent_code else None, loss_config, depth)
+                          batch_latents if config.field.use_latent_code else None, loss_config, depth, patch)
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()

@@ -39,9 +39,9 @@ def _add_view_folder(session, gui) -> None:
         sizes = sorted(set(RESOLUTION_CHOICES) | {session.full_size})
         session.resolution = gui.add_dropdown("Resolution at rest", [str(s) for s in sizes],
                                               initial_value=str(session.full_size),
-                                              hint=f"pixels; the avatar was trained at {avatar.image_size}")
+                                              hint=f"pixels; the avatar renders at {avatar.native_size}")
         session.resolution.on_update(session._on_resolution)
-        preview = session.viewer.config.preview_size
+        preview = session.viewer.preview_size
         session.progressive_box = gui.add_checkbox(
             f"Preview at {preview} px while moving" if preview > 0 else "Preview while moving (off)",
             session.progressive, disabled=preview <= 0)

@@ -62,7 +62,10 @@ class AvatarViewer:
                  config: ViewerConfig = ViewerConfig()) -> None:
         self.avatar = avatar
         self.config = config
-        self.full_size = config.full_size or avatar.image_size
+        self.full_size = config.full_size or avatar.native_size
+        self.preview_size = config.preview_size if config.preview_size is not None else (
+            0 if avatar.upsampler is not None else 64)
+        """Side of the quick picture while a control moves (0: none)."""
         self.truth = GroundTruth(avatar)
         self.distance_range = distance_range(avatar)
         self._sessions: dict[int, ViewerSession] = {}
@@ -160,15 +163,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007, preview_size: int = 64,
+def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007, preview_size: int | None = None,
                  full_size: int | None = None, rest_s: float = 0.3) -> None:
     """Serve the avatar's viewer until Ctrl-C (KeyboardInterrupt), then stop it cleanly and return.
 
     Args:
         host: the address to listen on; the default keeps the page on this machine.
         port: the port (the next free one is taken when it is busy; the address is printed).
-        preview_size: side of the quick picture while a control moves (0: none).
-        full_size: side of the picture at rest (default: the training resolution; the page can change it).
+        preview_size: side of the quick picture while a control moves (0: none; None: none for an avatar with an
+            upsampler, else 64 px).
+        full_size: side of the picture at rest (default: the avatar's native resolution; the page can change it).
         rest_s: seconds without a change before the full-resolution render.
     """
     config = ViewerConfig(preview_size=preview_size, full_size=full_size, rest_s=rest_s)

@@ -41,10 +41,11 @@ from avatar4d.viewer.view_state import (
 class ViewerConfig:
     """How the viewer renders."""
 
-    preview_size: int = 64
-    """Side of the quick picture rendered while a control moves (0: no preview)."""
+    preview_size: int | None = None
+    """Side of the quick picture rendered while a control moves (0: no preview; None: none for an avatar with an
+    upsampler, which renders its full resolution while a control moves, else 64 px)."""
     full_size: int | None = None
-    """Side of the picture once the controls rest (default: the avatar's training resolution)."""
+    """Side of the picture once the controls rest (default: the avatar's native resolution)."""
     rest_s: float = 0.3
     """Seconds without a change before the full-resolution render starts."""
     jpeg_quality: int = 92
@@ -109,7 +110,7 @@ class ViewerSession:
         self.state = rest_state(self.avatar)
         self.version = 0
         self.full_size = viewer.full_size
-        self.progressive = viewer.config.preview_size > 0
+        self.progressive = viewer.preview_size > 0
         self.orbit_enabled = True
         self._aspect = self._camera_aspect() or 16 / 9
         self._shown: Rendered | None = None
@@ -132,7 +133,7 @@ class ViewerSession:
     def _status_text(self) -> str:
         times = " · ".join(f"{size} px **{ms:.0f} ms**" for size, ms in sorted(self.render_ms.items()))
         shown = f"showing {self._shown.size} px" if self._shown is not None else "rendering…"
-        lines = [f"**{self.avatar.root.name}** (trained at {self.avatar.image_size} px)",
+        lines = [f"**{self.avatar.root.name}** (renders at {self.avatar.native_size} px)",
                  f"Frame time: {times or '—'} · {shown}"]
         if self._message:
             lines.append(self._message)
@@ -239,7 +240,7 @@ class ViewerSession:
         if event.client is None:
             return
         with self._lock:
-            self.progressive = bool(self.progressive_box.value) and self.viewer.config.preview_size > 0
+            self.progressive = bool(self.progressive_box.value) and self.viewer.preview_size > 0
 
     def _on_orbit_enabled(self, event) -> None:
         if event.client is None:
@@ -302,7 +303,7 @@ class ViewerSession:
         """Make ``state`` current and ask for its picture (the caller holds the lock)."""
         progressive = self.progressive if progressive is None else progressive
         self.state = state
-        preview = self.viewer.config.preview_size if progressive else None
+        preview = self.viewer.preview_size if progressive else None
         self.version = self.viewer.queue.submit(self.client.client_id, state, full_size=self.full_size,
                                                 preview_size=preview)
         self._show_components()
