@@ -1,6 +1,6 @@
 """Held-out quality at the video's own resolution, with and without the upsampler, at the same training time.
 
-    python benchmarks/fidelity.py DATASET [DATASET ...] [--variants baseline upsampler] [--time-limit 420]
+    python benchmarks/fidelity.py DATASET [DATASET ...] [--variants baseline upsampler] [--time-limit 300]
 
 For each prepared dataset and variant, trains the preview preset (seeded, stopped at ``--time-limit`` seconds of
 training) into ``WORK/fidelity/<dataset>-<variant>`` and evaluates every held-out frame at the dataset's resolution
@@ -10,7 +10,9 @@ training-versus-held-out gap):
 - ``baseline``: no upsampler, one ray per output pixel (the render path before the upsampler: "today's slow path");
 - ``upsampler``: the preview preset (rays at a quarter of the side, then the upsampler trained on full-resolution
   patches with L1 + LPIPS);
-- ``no_perceptual``: the same without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives.
+- ``end_to_end``: the patch loss also trains the field (HeadNeRF's way: its feature channels learn for the upsampler);
+- ``pixel_heavy``: end to end with ten times the L1 weight;
+- ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives.
 
 Writes ``results/<stamp>-fidelity.json`` and ``.md`` (the table docs/benchmarks.md includes).
 """
@@ -22,10 +24,11 @@ import dataclasses
 import json
 import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-VARIANTS = ("baseline", "upsampler", "no_perceptual")
+from stages import save_table
+
+VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual")
 
 
 def variant_config(name: str, time_limit_s: float, iterations: int | None):
@@ -36,6 +39,11 @@ def variant_config(name: str, time_limit_s: float, iterations: int | None):
     config = dataclasses.replace(presets.get("preview", iterations=iterations), time_limit_s=time_limit_s)
     if name == "upsampler":
         return config
+    if name == "end_to_end":
+        return dataclasses.replace(config, patch_trains_field=True)
+    if name == "pixel_heavy":
+        return dataclasses.replace(config, patch_trains_field=True,
+                                   loss=dataclasses.replace(config.loss, patch_l1=1.0))
     if name == "no_perceptual":
         return dataclasses.replace(config, loss=dataclasses.replace(config.loss, patch_perceptual=0.0))
     if name == "baseline":
@@ -83,7 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", type=Path)
     parser.add_argument("--variants", nargs="+", default=["baseline", "upsampler"], choices=VARIANTS)
-    parser.add_argument("--time-limit", type=float, default=420.0, help="seconds of training per avatar")
+    parser.add_argument("--ablations", nargs="*", default=[], choices=VARIANTS,
+                        help="more variants, on the first dataset only")
+    parser.add_argument("--time-limit", type=float, default=300.0, help="seconds of training per avatar")
     parser.add_argument("--iterations", type=int, default=None, help="steps (default: the preview preset's)")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -94,20 +104,16 @@ def main() -> None:
     keep_freed_memory()
     options.work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for dataset in options.datasets:
-        for variant in options.variants:
+    for position, dataset in enumerate(options.datasets):
+        for variant in options.variants + (options.ablations if position == 0 else []):
             rows.append(measure(dataset, variant, options))
             print("RESULT", json.dumps(rows[-1]), flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     machine = rows[0]["machine"]
-    text = (f"# Quality at full resolution, {stamp}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, torch "
-            f"{machine['torch']}, Python {platform.python_version()}. Preview preset, at most {options.time_limit:.0f} s "
-            "of training per avatar; every held-out frame scored at the dataset's resolution (LPIPS: AlexNet v0.1; "
-            "the face region is the tracked face outline); training frames rendered the same way (mean latent "
-            "code) give the gap.\n\n" + table(rows) + "\n")
-    options.out.mkdir(exist_ok=True)
-    (options.out / f"{stamp}-fidelity.json").write_text(json.dumps(rows, indent=1))
-    (options.out / f"{stamp}-fidelity.md").write_text(text)
+    preamble = (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Python "
+                f"{platform.python_version()}. Preview preset, at most {options.time_limit:.0f} s of training per "
+                "avatar; every held-out frame scored at the dataset's resolution (LPIPS: AlexNet v0.1; the face region "
+                "is the tracked face outline); training frames rendered the same way (mean latent code) give the gap.")
+    text = save_table(options.out, "fidelity", "Quality at full resolution", preamble, table(rows), rows)
     print(text)
 
 

@@ -11,11 +11,11 @@ Writes ``results/<stamp>-render-speed.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from stages import save_table
 
 
 def frame_times(avatar, size: int, frames: int, direct: bool) -> list[float]:
@@ -89,15 +89,12 @@ def main() -> None:
 
     keep_freed_memory()
     rows = [row for root in options.avatars for row in measure(root, options.sizes, options.frames)]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     machine = machine_description()
-    text = (f"# Render speed, {stamp}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, torch "
-            f"{machine['torch']} ({rows[0]['threads']} threads), Python {platform.python_version()}. Median over "
-            f"{options.frames} frames (a quarter of that for one ray per pixel), each with a new expression and "
-            "head pose, through `Avatar.render`.\n\n" + table(rows, options.sizes) + "\n")
-    options.out.mkdir(exist_ok=True)
-    (options.out / f"{stamp}-render-speed.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    (options.out / f"{stamp}-render-speed.md").write_text(text)
+    preamble = (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} ({rows[0]['threads']} "
+                f"threads), Python {platform.python_version()}. Median over {options.frames} frames (a quarter of that "
+                "for one ray per pixel), each with a new expression and head pose, through `Avatar.render`.")
+    text = save_table(options.out, "render-speed", "Render speed", preamble, table(rows, options.sizes),
+                      {"machine": machine, "rows": rows})
     print(text)
 
 

@@ -21,6 +21,19 @@ print("BENCHMARK-RESULT " + json.dumps(result))
 """
 
 
+def save_table(out: Path, kind: str, title: str, preamble: str, table: str, record: object) -> str:
+    """Write ``out/<stamp>-<kind>.json`` (the record) and ``.md`` (``# <title>, <stamp>``, the preamble, the table:
+    what ``report.write_docs`` puts in docs/benchmarks.md); returns the Markdown."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    text = f"# {title}, {stamp}\n\n{preamble}\n\n{table}\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stamp}-{kind}.json").write_text(json.dumps(record, indent=1))
+    (out / f"{stamp}-{kind}.md").write_text(text)
+    return text
+
+
 def run_child(code: str, **arguments) -> dict:
     """Run ``code`` in a fresh Python; it fills ``result``. Returns it with ``wall_s`` and ``peak_rss_mib`` (that
     child's own maximum resident set size, from ``wait4``)."""

@@ -45,6 +45,9 @@ class TrainConfig:
     patch_blocks: int = 32
     """Rays per side of the full-resolution training patch (with an upsampler; the patch is ``patch_blocks *
     upsampler.factor`` pixels square)."""
+    patch_trains_field: bool = True
+    """The patch loss trains the field too (end to end, HeadNeRF's way; its feature channels learn only so); off,
+    the patch's rays are rendered without gradients and only the upsampler learns from it."""
     use_background: bool = True
     """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
     no mask loss; the field must explain everything)."""

@@ -22,6 +22,7 @@ PREVIEW = TrainConfig(
                           decoder=DecoderConfig(hidden=64, layers=1, feature_channels=8)),
     renderer=RendererConfig(samples_per_ray=48),
     upsampler=UpsamplerConfig(factor=4),
+    patch_trains_field=False,
     schedule=ScheduleConfig(iterations=1500, resolutions=(64, 128), resolution_starts=(0.0, 0.3)),
     frames_per_batch=4,
     rays_per_frame=1024,

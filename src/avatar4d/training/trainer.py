@@ -288,7 +288,8 @@ def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
     if run.upsampler is not None:
         patch = run.sampler.sample_patch(run.images[run.dataset.size], batch.frame_rows, run.config.patch_blocks,
                                          run.config.upsampler.factor, run.generator).to(run.device)
-        parts.append(patch)
+        if run.config.patch_trains_field:
+            parts.append(patch)
     colour_end = batch.num_rays
     landmark_end = colour_end + (parts[1].origins.shape[0] if run.landmarks is not None else 0)
     rays = dataclasses.replace(
@@ -300,15 +301,22 @@ def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
                      landmark_distance=distance, patch=slice(landmark_end, None), patch_targets=patch)
 
 
-def _upsampled_patch_loss(run: Run, output: RenderOutput, rays: _StepRays, loss_config: LossConfig) -> torch.Tensor:
-    """Upsample the patch's rays and score them against the full-resolution patch."""
+def _upsampled_patch_loss(run: Run, output: RenderOutput, rays: _StepRays, frames, occupancy: OccupancyGrid | None,
+                          loss_config: LossConfig) -> torch.Tensor:
+    """Upsample the patch's rays and score them against the full-resolution patch. Where the patch does not train
+    the field, its rays are rendered here without gradients (as at render time) and only the upsampler learns."""
     target = rays.patch_targets
     blocks = target.blocks
+    patch = rays.patch
+    if not run.config.patch_trains_field:
+        with torch.no_grad():
+            output = render_rays(run.field, target.origins, target.directions, target.frame_ids, frames.detached(),
+                                 torch.zeros_like(target.origins), run.config.renderer, occupancy)
+        patch = slice(None)
 
     def planes(values: torch.Tensor) -> torch.Tensor:
         return values.reshape(1, blocks, blocks, -1).permute(0, 3, 1, 2)
 
-    patch = rays.patch
     features = planes(output.features[patch]) if output.features is not None else None
     image = run.upsampler(planes(output.rgb[patch]), planes(output.opacity[patch]), features, target.background)
     return patch_loss(image.rgb, target.rgb, image.opacity, target.opacity, loss_config, run.perceptual)
@@ -337,7 +345,8 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
         extra = step_rays.landmarks
         depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra], output.opacity[extra],
                                     step_rays.landmark_distance, config.loss.landmark_depth_sigma_m)
-    patch = _upsampled_patch_loss(run, output, step_rays, loss_config) if step_rays.patch_targets else None
+    patch = (_upsampled_patch_loss(run, output, step_rays, frames, run.occupancy if skip else None, loss_config)
+             if step_rays.patch_targets else None)
     terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
                           run.field.total_variation(config.loss.tv_samples, run.generator),
                           batch_latents if config.field.use_latent_code else None, loss_config, depth, patch)
