@@ -29,7 +29,8 @@ PREVIEW = 32
 
 @pytest.fixture(scope="module")
 def viewer(viewer_avatar: Path):
-    """The viewer on a free port: 32 px previews, the training resolution (64 px) at rest."""
+    """The viewer on a free port: 32 px previews, the avatar's native resolution (the dataset's, through its
+    upsampler) at rest."""
     with start_viewer(viewer_avatar, port=0, config=ViewerConfig(preview_size=PREVIEW)) as running:
         yield running
 
@@ -398,3 +399,10 @@ def test_ctrl_c_stops_the_view_command_cleanly(viewer_avatar):
     assert code in (0, 130), "".join(stderr)
     assert took < 10
     assert "viewer stopped" in "".join(stderr)
+
+
+def test_an_avatar_with_an_upsampler_is_shown_at_full_resolution_with_no_preview(viewer_avatar):
+    with start_viewer(viewer_avatar, port=0) as running:
+        assert running.avatar.upsampler is not None
+        assert running.preview_size == 0 and running.full_size == running.avatar.native_size
+        assert running.full_size == running.avatar.dataset_size

@@ -128,10 +128,15 @@ def evaluate(avatar_dir: Path, dataset_dir: Path | None = None, *, size: int | N
         "machine": machine_description(),
     }
     write_json_atomic(Path(avatar_dir) / "metrics.json", metrics)
-    mean = metrics["mean"]
-    note(f"held-out ({len(frames)} frames, {size} px): PSNR {mean['psnr']:.2f} dB (face {mean['face_psnr']:.2f}), "
-         f"SSIM {mean['ssim']:.3f} (face {mean['face_ssim']:.3f})"
-         + (f", LPIPS {mean['lpips']:.3f}" if model is not None else "")
-         + f"; background plate alone {metrics['baselines']['background_plate']['psnr']:.2f} dB"
-         + (f"; training frames {seen['psnr']:.2f} dB (gap {seen['psnr'] - mean['psnr']:.2f} dB)" if seen else ""))
+    note(_summary(metrics))
     return metrics
+
+
+def _summary(metrics: dict) -> str:
+    """One line: the held-out scores, the backdrop alone, the training frames' gap."""
+    mean, seen = metrics["mean"], metrics.get("training_frames")
+    return (f"held-out ({len(metrics['frames'])} frames, {metrics['resolution']} px): PSNR {mean['psnr']:.2f} dB "
+            f"(face {mean['face_psnr']:.2f}), SSIM {mean['ssim']:.3f} (face {mean['face_ssim']:.3f})"
+            + (f", LPIPS {mean['lpips']:.3f}" if "lpips" in mean else "")
+            + f"; background plate alone {metrics['baselines']['background_plate']['psnr']:.2f} dB"
+            + (f"; training frames {seen['psnr']:.2f} dB (gap {seen['psnr_gap_db']:.2f} dB)" if seen else ""))
