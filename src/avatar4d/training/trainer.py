@@ -126,7 +126,7 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
         plot_training_curve(run.state.log, work_dir / "training_curve.png")
         (work_dir / CHECKPOINT).unlink(missing_ok=True)
     last = next((e for e in reversed(run.state.log) if "heldout_psnr" in e), None)
-    note(f"avatar ready: {out_dir} ({config.schedule.iterations} steps in {run.state.elapsed_s:.0f} s of training"
+    note(f"avatar ready: {out_dir} ({run.state.step} steps in {run.state.elapsed_s:.0f} s of training"
          + (f"; held-out PSNR {last['heldout_psnr']:.2f} dB on {len(run.probe.frames)} frames" if last else "") + ")")
     return out_dir
 
