@@ -24,7 +24,7 @@ shaded preview image.
 - **Colour.** Each vertex gets the field's colour at that point seen from the front (view direction (0, 0, -1): from
   the +z side of the head frame into the face), as uint8 RGB.
 - **Preview.** ``<stem>_preview.png``: the mesh from the front and from a three-quarter view, side by side,
-  orthographic, Lambert shading times the vertex colour, by the small z-buffer rasteriser :func:`rasterize`.
+  orthographic, Lambert shading times the vertex colour, by the small z-buffer rasteriser :func:`avatar4d.geometry.raster.rasterize`.
 
 Head frame: x towards the subject's left, y up, z out of the face (see ``avatar4d.geometry.camera``).
 """
