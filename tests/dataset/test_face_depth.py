@@ -4,10 +4,12 @@ own distances."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avatar4d.dataset.face_depth import (
     FaceDepthConfig,
@@ -15,10 +17,14 @@ from avatar4d.dataset.face_depth import (
     face_depth_targets,
     face_mesh_in_camera,
     rasterize_depth,
+    sample_face_depth,
 )
 from avatar4d.dataset.layout import load_dataset
 from avatar4d.dataset.sampling import landmark_targets
 from avatar4d.geometry.camera import PinholeCamera
+from avatar4d.geometry.rigid import invert_rigid
+from avatar4d.geometry.triangles import point_mesh_distance
+from avatar4d.tracking.triangulation import face_triangles
 
 EVERY_COVERED_PIXEL = FaceDepthConfig(max_incidence_deg=90.0, margin_fraction=0.0)
 
@@ -141,3 +147,41 @@ def test_face_depth_targets_keep_exactly_the_valid_pixels(prepared_dataset: Path
         np.testing.assert_allclose(targets.distance[span].numpy(), depth.distance[depth.valid])
         np.testing.assert_allclose(targets.normals[span].numpy(), depth.normals[depth.valid])
     assert face_mesh_in_camera(dataset, indices).shape == (3, 468, 3)
+
+
+def test_sampled_rays_end_on_their_frames_face_surface_in_the_head_frame(prepared_dataset: Path):
+    dataset = load_dataset(prepared_dataset)
+    indices = dataset.train_indices[:6]
+    targets = face_depth_targets(dataset, indices, 96)
+    head_from_camera = invert_rigid(torch.from_numpy(dataset.tracking.camera_from_head[indices]).float())
+    rows = torch.tensor([4, 1, 2])
+    rays = sample_face_depth(targets, head_from_camera, rows, 50, torch.Generator().manual_seed(0))
+    assert rays.origins.shape == (150, 3) and rays.frame_ids.tolist() == [0] * 50 + [1] * 50 + [2] * 50
+    torch.testing.assert_close(rays.directions.norm(dim=1), torch.ones(150))
+    ends = (rays.origins + rays.distance[:, None] * rays.directions).double().numpy()
+    model = dataset.face_model
+    triangles = face_triangles(model.template)
+    for position, row in enumerate(rows.tolist()):
+        head = model.landmarks(dataset.tracking.expression[indices[row]][None].astype(np.float64))[0, :468]
+        mine = rays.frame_ids.numpy() == position
+        distance, nearest = point_mesh_distance(ends[mine], head, triangles)
+        assert distance.max() < 1e-5  # float32 rays, metres
+        corners = head[triangles[nearest]]
+        face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        assert ((face_normals * rays.normals[mine].numpy()).sum(1) > 0).all()  # out of the face, head frame
+        assert ((rays.normals[mine] * rays.directions[mine]).sum(1) < 0).all()  # towards the camera
+
+
+def test_sampling_skips_frames_without_valid_pixels(prepared_dataset: Path):
+    dataset = load_dataset(prepared_dataset)
+    indices = dataset.train_indices[:2]
+    targets = face_depth_targets(dataset, indices, 48)
+    emptied = dataclasses.replace(targets, offsets=torch.tensor([0, 0, int(targets.offsets[2] - targets.offsets[1])]),
+                                  pixels=targets.pixels[int(targets.offsets[1]):],
+                                  distance=targets.distance[int(targets.offsets[1]):],
+                                  normals=targets.normals[int(targets.offsets[1]):])
+    poses = invert_rigid(torch.from_numpy(dataset.tracking.camera_from_head[indices]).float())
+    rays = sample_face_depth(emptied, poses, torch.tensor([0, 1]), 7, torch.Generator().manual_seed(0))
+    assert rays.frame_ids.tolist() == [1] * 7
+    with pytest.raises(ValueError, match="frames"):
+        sample_face_depth(targets, poses[:1], torch.tensor([0]), 7, torch.Generator().manual_seed(0))

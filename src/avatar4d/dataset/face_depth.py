@@ -13,7 +13,9 @@ from the camera centre along each pixel's ray, the surface normal, and a validit
   outline's pixels straddle face and background). The eye openings and the mouth are holes of the mesh, so they are
   never valid.
 
-The targets for training are stored sparsely, valid pixels only (:class:`FaceDepthTargets`).
+For training, :func:`face_depth_targets` keeps the valid pixels of the training frames (sparse,
+:class:`FaceDepthTargets`) and :func:`sample_face_depth` draws rays through them for a batch's frames
+(:class:`FaceDepthRays`, in the head frame like the batch's own rays).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor
 from avatar4d.dataset.layout import PreparedDataset
 from avatar4d.geometry.camera import PinholeCamera
 from avatar4d.geometry.raster import rasterize
+from avatar4d.geometry.rays import camera_rays_in_head, pixel_directions
 from avatar4d.geometry.rigid import transform_points
 from avatar4d.progress import Progress
 from avatar4d.tracking.triangulation import NUM_MESH_LANDMARKS, face_triangles
@@ -171,3 +174,49 @@ def face_depth_targets(dataset: PreparedDataset, indices: np.ndarray, size: int,
                             pixels=torch.from_numpy(np.concatenate(pixels)).long(),
                             distance=torch.from_numpy(np.concatenate(distance)).float(),
                             normals=torch.from_numpy(np.concatenate(normals)).float())
+
+
+@dataclass
+class FaceDepthRays:
+    """Rays through valid face pixels, with where the face model's surface is along them."""
+
+    origins: Tensor
+    """(R, 3) head frame, metres (the camera centre)."""
+    directions: Tensor
+    """(R, 3) unit, head frame."""
+    frame_ids: Tensor
+    """(R,) int64 position of the ray's frame in the batch's ``frame_rows``."""
+    distance: Tensor
+    """(R,) distance from the camera centre to the face surface along the ray, metres."""
+    normals: Tensor
+    """(R, 3) unit surface normals, head frame, out of the face."""
+
+
+def sample_face_depth(targets: FaceDepthTargets, head_from_camera: Tensor, rows: Tensor, per_frame: int,
+                      generator: torch.Generator) -> FaceDepthRays:
+    """``per_frame`` rays through valid face pixels of each of a batch's frames, drawn uniformly (with replacement),
+    through pixel centres at the targets' resolution. Frames without a valid pixel get none.
+
+    Args:
+        targets: built for the same frames, in the same order, as ``head_from_camera`` (the training frames).
+        head_from_camera: (F, 4, 4) the frames' poses, e.g. ``RaySampler.head_from_camera``.
+        rows: (F_b,) int64 the batch's frame rows (``RayBatch.frame_rows``).
+        per_frame: rays per frame.
+    """
+    if head_from_camera.shape[0] != targets.counts.shape[0]:
+        raise ValueError(f"the targets have {targets.counts.shape[0]} frames, the poses {head_from_camera.shape[0]}")
+    counts = targets.counts[rows]
+    positions = torch.nonzero(counts > 0).squeeze(1)
+    draws = torch.rand(len(positions), per_frame, generator=generator)
+    chosen = targets.offsets[rows[positions], None] + (draws * counts[positions, None]).long().clamp_max(
+        counts[positions, None] - 1)
+    chosen = chosen.reshape(-1)
+    frame_ids = positions.repeat_interleave(per_frame)
+    flat = targets.pixels[chosen]
+    width = targets.camera.width
+    pixels = torch.stack([flat % width, flat // width], 1).float() + 0.5
+    transform = head_from_camera[rows[frame_ids]]
+    origins, directions = camera_rays_in_head(pixel_directions(targets.camera, pixels), transform)
+    normals = (transform[:, :3, :3] @ targets.normals[chosen].unsqueeze(-1)).squeeze(-1)
+    return FaceDepthRays(origins=origins, directions=directions, frame_ids=frame_ids,
+                         distance=targets.distance[chosen], normals=normals)
