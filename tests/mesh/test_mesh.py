@@ -4,6 +4,7 @@ trained avatar (files, scale, orientation, colours, preview, bad input)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -18,8 +19,9 @@ from safetensors.torch import load_file, save_file
 from avatar4d.avatar import load_avatar
 from avatar4d.errors import AvatarError, ControlError, OutputError
 from avatar4d.geometry.raster import rasterize
-from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh
+from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh, summary_line
 from avatar4d.mesh.preview import BACKGROUND, preview_views
+from avatar4d.mesh.quality import mesh_quality
 from avatar4d.mesh.surface import (
     EmptySurfaceError,
     choose_level,
@@ -214,11 +216,12 @@ def test_export_mesh_vertex_colours_vary(neutral_mesh: MeshResult):
 def test_export_mesh_preview_shows_the_head_where_it_projects(neutral_mesh: MeshResult, mesh_avatar: Path):
     image = cv2.cvtColor(cv2.imread(str(neutral_mesh.preview)), cv2.COLOR_BGR2RGB)
     size = image.shape[0]
-    assert image.shape == (size, 2 * size, 3)
+    assert image.shape == (size, 3 * size, 3)  # front | three-quarter | profile
     background = np.round(np.array(BACKGROUND) * 255).astype(np.uint8)
     silhouette = np.any(image != background, axis=-1)
     front = silhouette[:, :size]
-    assert 0.1 < front.mean() < 0.9 and 0.1 < silhouette[:, size:].mean() < 0.9
+    for panel in range(3):
+        assert 0.05 < silhouette[:, panel * size:(panel + 1) * size].mean() < 0.9
     assert not silhouette[[0, 0, -1, -1], [0, -1, 0, -1]].any()  # corners are backdrop
     assert image[silhouette].std() > 5  # shaded, not flat
     # the subject's face landmarks fall on the front view's silhouette, and the silhouette spans the mesh
@@ -232,6 +235,37 @@ def test_export_mesh_preview_shows_the_head_where_it_projects(neutral_mesh: Mesh
     rows_seen, cols_seen = np.nonzero(front)
     assert abs(cols_seen.min() - mesh_pixels[:, 0].min()) < 3 and abs(cols_seen.max() - mesh_pixels[:, 0].max()) < 3
     assert abs(rows_seen.min() - mesh_pixels[:, 1].min()) < 3 and abs(rows_seen.max() - mesh_pixels[:, 1].max()) < 3
+
+
+def test_export_mesh_reports_its_quality_in_a_json_beside_it(neutral_mesh: MeshResult, mesh_avatar: Path):
+    report = json.loads(neutral_mesh.report.read_text())
+    assert neutral_mesh.report.name == "head_report.json"
+    assert report["mesh"] == str(neutral_mesh.mesh) and report["level"] == neutral_mesh.level
+    assert report["smooth_iterations"] == neutral_mesh.smooth_iterations == 10
+    for key in ("quality", "quality_unsmoothed"):
+        assert set(report[key]) == {"face_vertices", "roughness_deg", "template_distance_mean_mm",
+                                    "template_distance_p95_mm", "face_coverage"}
+    quality = neutral_mesh.quality
+    assert quality.face_vertices > 100 and 0 < quality.face_coverage <= 1
+    assert 0 < quality.template_distance_mean_mm <= quality.template_distance_p95_mm
+    # the figures are those of the written file, measured again here
+    mesh = trimesh.load(neutral_mesh.mesh, process=False)
+    again = mesh_quality(np.asarray(mesh.vertices), np.asarray(mesh.faces), load_avatar(mesh_avatar).face_model.template)
+    assert again.roughness_deg == pytest.approx(quality.roughness_deg, rel=1e-4)
+    assert again.template_distance_mean_mm == pytest.approx(quality.template_distance_mean_mm, rel=1e-4)
+    assert "roughness" in summary_line(neutral_mesh) and "mm mean" in summary_line(neutral_mesh)
+
+
+def test_export_mesh_smoothing_lowers_roughness_and_barely_moves_the_surface(mesh_avatar: Path, tmp_path: Path):
+    raw = export_mesh(mesh_avatar, tmp_path / "raw.ply", resolution=64, smooth_iterations=0)
+    smoothed = export_mesh(mesh_avatar, tmp_path / "smooth.ply", resolution=64)
+    assert raw.quality == raw.quality_unsmoothed and raw.smoothing_shift_mm == 0.0
+    assert smoothed.quality_unsmoothed.roughness_deg == pytest.approx(raw.quality.roughness_deg)
+    assert smoothed.quality.roughness_deg < raw.quality.roughness_deg - 1.0
+    cell_mm = 1000 * max(smoothed.size_m) / 63  # about 5 mm at this resolution
+    assert smoothed.smoothing_shift_mm < 0.5 * cell_mm
+    assert abs(smoothed.quality.template_distance_mean_mm - raw.quality.template_distance_mean_mm) < 0.25 * cell_mm
+    assert (smoothed.num_vertices, smoothed.num_faces) == (raw.num_vertices, raw.num_faces)
 
 
 @pytest.mark.parametrize("suffix", [".obj", ".glb"])
@@ -321,6 +355,11 @@ def test_export_mesh_of_an_empty_field_says_there_is_no_surface(mesh_avatar: Pat
 def test_export_mesh_with_a_level_above_every_density_says_there_is_no_surface(mesh_avatar: Path, tmp_path: Path):
     with pytest.raises(EmptySurfaceError, match="never crosses"):
         export_mesh(mesh_avatar, tmp_path / "head.ply", resolution=32, level=1e30)
+
+
+def test_export_mesh_with_negative_smoothing_raises_control_error(mesh_avatar: Path, tmp_path: Path):
+    with pytest.raises(ControlError, match="smoothing"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", smooth_iterations=-1)
 
 
 def test_export_mesh_with_a_tiny_resolution_raises_control_error(mesh_avatar: Path, tmp_path: Path):

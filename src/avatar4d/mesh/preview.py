@@ -1,5 +1,6 @@
-"""The mesh preview a person looks at: the mesh from the front and from a three-quarter view, orthographic, Lambert
-shading times the vertex colour, by a small numpy z-buffer rasteriser."""
+"""The mesh preview a person looks at: the mesh from the front, a three-quarter view and the side (profile),
+orthographic, Lambert shading times the vertex colour, by a small numpy z-buffer rasteriser. The profile is where a
+face that is flat as a sheet, or hair that sticks out like a shelf, shows."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from avatar4d.geometry.raster import rasterize
 
 PREVIEW_SIZE = 512
 THREE_QUARTER_YAW_DEG = 40.0
+PROFILE_YAW_DEG = 90.0
 BACKGROUND = (1.0, 1.0, 1.0)
 
 
@@ -50,14 +52,15 @@ class OrthoView:
         return xy, -view[:, 2]
 
 
-def preview_views(vertices: np.ndarray, size: int = PREVIEW_SIZE) -> tuple[OrthoView, OrthoView]:
-    """The preview's front and three-quarter views, framing the whole mesh (its bounding sphere about the box
-    centre) at the same scale in both."""
+def preview_views(vertices: np.ndarray, size: int = PREVIEW_SIZE) -> tuple[OrthoView, OrthoView, OrthoView]:
+    """The preview's front, three-quarter and profile views, framing the whole mesh (its bounding sphere about the box
+    centre) at the same scale in all three."""
     center = 0.5 * (vertices.min(0) + vertices.max(0))
     radius = float(np.linalg.norm(vertices - center, axis=1).max()) if len(vertices) else 1.0
     center_t = tuple(float(v) for v in center)
     half = max(radius, 1e-6) * 1.05
-    return OrthoView(center_t, half, size, 0.0), OrthoView(center_t, half, size, THREE_QUARTER_YAW_DEG)
+    return (OrthoView(center_t, half, size, 0.0), OrthoView(center_t, half, size, THREE_QUARTER_YAW_DEG),
+            OrthoView(center_t, half, size, PROFILE_YAW_DEG))
 
 
 def shade_view(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, view: OrthoView,
@@ -92,7 +95,7 @@ def shade_view(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, view
 
 def render_preview(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
                    size: int = PREVIEW_SIZE) -> np.ndarray:
-    """(size, 2 size, 3) uint8: the front view | the three-quarter view (see :func:`preview_views`)."""
+    """(size, 3 size, 3) uint8: the front view | the three-quarter view | the profile (see :func:`preview_views`)."""
     views = preview_views(vertices, size)
     image = np.concatenate([shade_view(vertices, faces, colors, view) for view in views], 1)
     return (image * 255).round().astype(np.uint8)
