@@ -17,7 +17,7 @@ views stay when it is orbited beyond what the video showed.
         counted. The rendered depth is also compared with the face model's surface (mm) in both views.
 
 Results go to benchmarks/results/<time>-side-views.{json,md} (score) with the machine they ran on; a picture per
-yaw (frontal | side | side warped to frontal | difference) to benchmarks/work/side-views/.
+yaw (frontal | side | side warped to frontal | 4 x the difference where compared) to benchmarks/work/side-views/.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def consistency(avatar: Avatar, size: int, yaws: list[float], pictures: Path) ->
                      "warp_psnr": psnr(warped, front_rgb, torch.from_numpy(region)) if region.any() else float("nan"),
                      "front_depth_error_mm": _depth_error_mm(front_depth, front_surface),
                      "side_depth_error_mm": _depth_error_mm(side_depth, side_surface)})
-        difference = (warped - front_rgb).abs() * torch.from_numpy(region)[..., None]
+        difference = 4 * (warped - front_rgb).abs() * torch.from_numpy(region)[..., None]
         write_png(pictures / f"yaw{yaw:+.0f}.png",
                   (torch.cat([front_rgb, side_rgb, warped, difference.clamp(0, 1)], 1).numpy() * 255).round()
                   .astype(np.uint8))
@@ -277,7 +277,7 @@ def _markdown(record: dict, stamp: str) -> str:
     for view in record["views"]:
         lines.append(f"| {view['yaw']:+.0f} | {view['visible_fraction']:.2f} | {view['warp_psnr']:.2f} | "
                      f"{view['front_depth_error_mm']:.1f} | {view['side_depth_error_mm']:.1f} |")
-    lines += ["", f"Pictures (frontal | side | side warped to frontal | difference): {record['pictures']}"]
+    lines += ["", f"Pictures (frontal | side | side warped to frontal | difference x 4 where compared): {record['pictures']}"]
     return "\n".join(lines) + "\n"
 
 
