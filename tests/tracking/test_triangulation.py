@@ -58,3 +58,10 @@ def test_face_triangles_point_out_of_the_face_of_a_real_template(prepared_datase
 def test_face_triangles_reject_a_template_without_the_mesh_landmarks():
     with pytest.raises(ValueError, match="468"):
         face_triangles(np.zeros((100, 3)))
+
+
+def test_edges_read_without_importing_mediapipe_are_its_own():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    expected = {tuple(sorted(edge)) for edge in FACEMESH_TESSELATION}
+    assert {tuple(edge) for edge in tessellation_edges().tolist()} == expected

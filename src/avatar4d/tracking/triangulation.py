@@ -15,7 +15,9 @@ the face).
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections import defaultdict, deque
+from pathlib import Path
 
 import numpy as np
 
@@ -25,10 +27,20 @@ NUM_MESH_LANDMARKS = 468
 
 @functools.lru_cache(maxsize=1)
 def tessellation_edges() -> np.ndarray:
-    """(E, 2) int64 undirected edges of MediaPipe's face mesh, sorted, each pair (low, high)."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+    """(E, 2) int64 undirected edges of MediaPipe's face mesh, sorted, each pair (low, high).
 
-    edges = np.array(sorted({tuple(sorted(edge)) for edge in FACEMESH_TESSELATION}), dtype=np.int64)
+    Read from ``mediapipe/python/solutions/face_mesh_connections.py`` of the installed wheel, a module of plain
+    constants, loaded on its own: importing the ``mediapipe`` package would start its native runtime (over a second
+    on a quiet machine, half a minute on a busy one).
+    """
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("mediapipe is not installed; it ships the face mesh's triangulation")
+    path = Path(spec.submodule_search_locations[0]) / "python" / "solutions" / "face_mesh_connections.py"
+    module_spec = importlib.util.spec_from_file_location("_avatar4d_face_mesh_connections", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    edges = np.array(sorted({tuple(sorted(edge)) for edge in module.FACEMESH_TESSELATION}), dtype=np.int64)
     edges.setflags(write=False)
     return edges
 
