@@ -11,10 +11,11 @@ views stay when it is orbited beyond what the video showed.
     python benchmarks/side_views.py score AVATAR [--dataset D] [--size 128] [--yaws 15 30]
         The avatar's held-out frames scored in the face region (PSNR, SSIM, LPIPS where its weights are available)
         with their |yaw|; then the view-consistency figure: from the mean training pose, the head turned by each
-        +-yaw is rendered with its depth, warped by the frontal render's depth into the frontal view, and compared
-        with the frontal render in the face region (the face model's mesh rasterised in the frontal view). Pixels the
-        side view cannot see (its own depth is nearer than the warped point by more than 1 cm) are left out and
-        counted. The rendered depth is also compared with the face model's surface (mm) in both views.
+        +-yaw is rendered with its depth (the avatar's own render path: upsampled where it has an upsampler, whose
+        depth is then the low-resolution depth enlarged), warped by the frontal render's depth into the frontal
+        view, and compared with the frontal render in the face region (the face model's mesh rasterised in the
+        frontal view). Pixels the side view cannot see (its own depth is nearer than the warped point by more than
+        1 cm) are left out and counted. The rendered depth is also compared with the face model's surface (mm) in both views.
 
 Results go to benchmarks/results/<time>-side-views.{json,md} (score) with the machine they ran on; a picture per
 yaw (frontal | side | side warped to frontal | 4 x the difference where compared) to benchmarks/work/side-views/.
