@@ -15,7 +15,8 @@ views stay when it is orbited beyond what the video showed.
         depth is then the low-resolution depth enlarged), warped by the frontal render's depth into the frontal
         view, and compared with the frontal render in the face region (the face model's mesh rasterised in the
         frontal view). Pixels the side view cannot see (its own depth is nearer than the warped point by more than
-        1 cm) are left out and counted. The rendered depth is also compared with the face model's surface (mm) in both views.
+        1 cm) are left out and counted. The rendered depth is also compared with the face model's surface (mm) in
+        both views.
 
 Results go to benchmarks/results/<time>-side-views.{json,md} (score) with the machine they ran on; a picture per
 yaw (frontal | side | side warped to frontal | 4 x the difference where compared) to benchmarks/work/side-views/.
@@ -278,7 +279,8 @@ def _markdown(record: dict, stamp: str) -> str:
     for view in record["views"]:
         lines.append(f"| {view['yaw']:+.0f} | {view['visible_fraction']:.2f} | {view['warp_psnr']:.2f} | "
                      f"{view['front_depth_error_mm']:.1f} | {view['side_depth_error_mm']:.1f} |")
-    lines += ["", f"Pictures (frontal | side | side warped to frontal | difference x 4 where compared): {record['pictures']}"]
+    lines += ["", ("Pictures (frontal | side | side warped to frontal | difference x 4 where compared): "
+                   f"{record['pictures']}")]
     return "\n".join(lines) + "\n"
 
 

@@ -250,7 +250,8 @@ def test_export_mesh_reports_its_quality_in_a_json_beside_it(neutral_mesh: MeshR
     assert 0 < quality.template_distance_mean_mm <= quality.template_distance_p95_mm
     # the figures are those of the written file, measured again here
     mesh = trimesh.load(neutral_mesh.mesh, process=False)
-    again = mesh_quality(np.asarray(mesh.vertices), np.asarray(mesh.faces), load_avatar(mesh_avatar).face_model.template)
+    template = load_avatar(mesh_avatar).face_model.template
+    again = mesh_quality(np.asarray(mesh.vertices), np.asarray(mesh.faces), template)
     assert again.roughness_deg == pytest.approx(quality.roughness_deg, rel=1e-4)
     assert again.template_distance_mean_mm == pytest.approx(quality.template_distance_mean_mm, rel=1e-4)
     assert "roughness" in summary_line(neutral_mesh) and "mm mean" in summary_line(neutral_mesh)

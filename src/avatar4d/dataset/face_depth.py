@@ -122,7 +122,8 @@ def face_mesh_in_camera(dataset: PreparedDataset, indices: np.ndarray) -> np.nda
     return np.stack([transform_points(pose, points[:NUM_MESH_LANDMARKS]) for pose, points in zip(poses, heads)])
 
 
-def face_depth(dataset: PreparedDataset, index: int, size: int, config: FaceDepthConfig = FaceDepthConfig()) -> FaceDepth:
+def face_depth(dataset: PreparedDataset, index: int, size: int,
+               config: FaceDepthConfig = FaceDepthConfig()) -> FaceDepth:
     """The face surface of frame ``index`` rasterised at ``size`` x ``size`` pixels (the dataset's square crop)."""
     triangles = face_triangles(dataset.face_model.template)
     vertices = face_mesh_in_camera(dataset, np.array([index]))[0]
