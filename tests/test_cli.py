@@ -94,6 +94,7 @@ def test_mesh(trained_avatar: Path, tmp_path: Path, capsys):
     code, stdout, _ = run(capsys, "mesh", trained_avatar, "--out", out, "--resolution", 48)
     assert code == 0 and stdout.strip() == str(out)
     assert out.stat().st_size > 1000 and (tmp_path / "head_preview.png").exists()
+    assert (tmp_path / "head_report.json").exists()
     ply = out.read_bytes()
     assert ply.startswith(b"ply") and b"element vertex" in ply
 

@@ -206,7 +206,8 @@ def _reenact(args: ReenactArgs) -> None:
 
 @dataclass(frozen=True)
 class MeshArgs:
-    """Extract the head surface (marching cubes of the density) with vertex colours, and a shaded preview PNG."""
+    """Extract the head surface (marching cubes of the density) with vertex colours, a shaded preview PNG (front,
+    three-quarter, profile) and a JSON report (face roughness, distance to the tracked face)."""
 
     avatar: Annotated[Path, tyro.conf.Positional, _positional("AVATAR_DIR")]
     out: Path
@@ -216,6 +217,10 @@ class MeshArgs:
     extrapolate: bool = False
     resolution: int = 160
     """Grid vertices along the head box's longest side."""
+    level: float | None = None
+    """Surface level, density per metre (default: chosen from the field, see the mesh report)."""
+    smooth: int = 10
+    """Taubin smoothing iterations (0 = the raw marching-cubes surface)."""
 
 
 def _mesh(args: MeshArgs) -> None:
@@ -224,7 +229,8 @@ def _mesh(args: MeshArgs) -> None:
 
     code = load_avatar(args.avatar).resolve_expression(args.expr, extrapolate=args.extrapolate).code if args.expr \
         else None
-    result = export_mesh(args.avatar, args.out, code=code, resolution=args.resolution)
+    result = export_mesh(args.avatar, args.out, code=code, resolution=args.resolution, level=args.level,
+                         smooth_iterations=args.smooth)
     print(result.mesh)
 
 

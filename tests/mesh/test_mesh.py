@@ -1,10 +1,10 @@
-"""Tests for src/avatar4d/mesh.py: the rasteriser against point-in-triangle and nearest-depth loops, the surface
-extraction on analytic densities, and ``export_mesh`` on a briefly trained avatar (files, scale, orientation,
-colours, preview, bad input)."""
+"""Tests for src/avatar4d/mesh/: the surface extraction on analytic densities, and ``export_mesh`` on a briefly
+trained avatar (files, scale, orientation, colours, preview, bad input)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -18,8 +18,10 @@ from safetensors.torch import load_file, save_file
 
 from avatar4d.avatar import load_avatar
 from avatar4d.errors import AvatarError, ControlError, OutputError
-from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh
-from avatar4d.mesh.preview import BACKGROUND, preview_views, rasterize
+from avatar4d.geometry.raster import rasterize
+from avatar4d.mesh.export import MESH_SUFFIXES, MeshResult, export_mesh, summary_line
+from avatar4d.mesh.preview import BACKGROUND, preview_views
+from avatar4d.mesh.quality import mesh_quality
 from avatar4d.mesh.surface import (
     EmptySurfaceError,
     choose_level,
@@ -28,87 +30,6 @@ from avatar4d.mesh.surface import (
     iso_level,
     largest_component,
 )
-
-# ------------------------------------------------------------------------------------------ rasteriser vs loops
-
-
-def point_in_triangle(p, a, b, c) -> bool:
-    """Same side of all three edges (either winding), as on paper."""
-    def cross(o, u, v):
-        return (u[0] - o[0]) * (v[1] - o[1]) - (u[1] - o[1]) * (v[0] - o[0])
-    d1, d2, d3 = cross(a, b, p), cross(b, c, p), cross(c, a, p)
-    return (d1 >= 0 and d2 >= 0 and d3 >= 0) or (d1 <= 0 and d2 <= 0 and d3 <= 0)
-
-
-def plane_depth(p, a, b, c, za, zb, zc) -> float:
-    """Depth of the triangle's plane at pixel point p, by solving for the barycentric weights."""
-    matrix = np.array([[a[0], b[0], c[0]], [a[1], b[1], c[1]], [1.0, 1.0, 1.0]])
-    weights = np.linalg.solve(matrix, np.array([p[0], p[1], 1.0]))
-    return float(weights @ np.array([za, zb, zc]))
-
-
-def nearest_by_loop(xy, depth, faces, height, width):
-    """(H, W) index of the nearest covering triangle (-1 none), one pixel and one triangle at a time."""
-    out = np.full((height, width), -1)
-    best = np.full((height, width), np.inf)
-    for i in range(height):
-        for j in range(width):
-            p = (j + 0.5, i + 0.5)
-            for t, (ia, ib, ic) in enumerate(faces):
-                if point_in_triangle(p, xy[ia], xy[ib], xy[ic]):
-                    z = plane_depth(p, xy[ia], xy[ib], xy[ic], depth[ia], depth[ib], depth[ic])
-                    if z < best[i, j]:
-                        best[i, j], out[i, j] = z, t
-    return out, best
-
-
-@pytest.mark.parametrize("winding", ["counter-clockwise", "clockwise"])
-def test_rasterize_one_triangle_covers_exactly_the_pixels_inside(winding):
-    xy = np.array([[3.3, 2.7], [37.9, 9.2], [12.4, 26.1]])
-    if winding == "clockwise":
-        xy = xy[[0, 2, 1]]
-    depth = np.array([1.0, 2.0, 3.0])
-    raster = rasterize(xy, depth, np.array([[0, 1, 2]]), 30, 40)
-    expected, expected_depth = nearest_by_loop(xy, depth, [(0, 1, 2)], 30, 40)
-    assert expected.max() == 0 and (expected == 0).sum() > 100
-    np.testing.assert_array_equal(raster.face, expected)
-    inside = raster.face == 0
-    np.testing.assert_allclose(raster.depth[inside], expected_depth[inside])
-    assert np.all(np.isinf(raster.depth[~inside]))
-    # barycentric weights reproduce each pixel centre
-    rows, cols = np.nonzero(inside)
-    centres = raster.barycentric[rows, cols] @ xy
-    np.testing.assert_allclose(centres, np.stack([cols + 0.5, rows + 0.5], 1), atol=1e-9)
-
-
-def test_rasterize_triangle_larger_than_the_image_is_clipped():
-    xy = np.array([[-50.0, -40.0], [90.0, -20.0], [10.0, 80.0]])
-    raster = rasterize(xy, np.zeros(3), np.array([[0, 1, 2]]), 16, 20)
-    expected, _ = nearest_by_loop(xy, np.zeros(3), [(0, 1, 2)], 16, 20)
-    np.testing.assert_array_equal(raster.face, expected)
-
-
-def test_rasterize_z_buffer_keeps_the_nearer_of_two_overlapping_triangles():
-    # two triangles covering the same region, their depth planes crossing in the middle
-    xy = np.array([[2.2, 2.1], [30.7, 3.3], [15.1, 27.6], [1.6, 24.9], [31.4, 25.3], [16.3, 1.2]])
-    depth = np.array([1.0, 1.0, 5.0, 4.0, 4.0, 0.5])
-    faces = np.array([[0, 1, 2], [3, 4, 5]])
-    raster = rasterize(xy, depth, faces, 30, 34)
-    expected, expected_depth = nearest_by_loop(xy, depth, faces.tolist(), 30, 34)
-    assert (expected == 0).sum() > 20 and (expected == 1).sum() > 20
-    np.testing.assert_array_equal(raster.face, expected)
-    covered = expected >= 0
-    np.testing.assert_allclose(raster.depth[covered], expected_depth[covered])
-    # the order of the triangles does not matter
-    swapped = rasterize(xy, depth, faces[::-1], 30, 34)
-    np.testing.assert_array_equal(np.where(swapped.face >= 0, 1 - swapped.face, -1), expected)
-
-
-def test_rasterize_degenerate_and_offscreen_triangles_draw_nothing():
-    xy = np.array([[1.0, 1.0], [5.0, 5.0], [9.0, 9.0], [-9.0, -9.0], [-5.0, -9.0], [-7.0, -3.0]])
-    raster = rasterize(xy, np.zeros(6), np.array([[0, 1, 2], [3, 4, 5]]), 12, 12)
-    assert np.all(raster.face == -1)
-
 
 # ------------------------------------------------------------------------------------ surface on analytic fields
 
@@ -295,11 +216,12 @@ def test_export_mesh_vertex_colours_vary(neutral_mesh: MeshResult):
 def test_export_mesh_preview_shows_the_head_where_it_projects(neutral_mesh: MeshResult, mesh_avatar: Path):
     image = cv2.cvtColor(cv2.imread(str(neutral_mesh.preview)), cv2.COLOR_BGR2RGB)
     size = image.shape[0]
-    assert image.shape == (size, 2 * size, 3)
+    assert image.shape == (size, 3 * size, 3)  # front | three-quarter | profile
     background = np.round(np.array(BACKGROUND) * 255).astype(np.uint8)
     silhouette = np.any(image != background, axis=-1)
     front = silhouette[:, :size]
-    assert 0.1 < front.mean() < 0.9 and 0.1 < silhouette[:, size:].mean() < 0.9
+    for panel in range(3):
+        assert 0.05 < silhouette[:, panel * size:(panel + 1) * size].mean() < 0.9
     assert not silhouette[[0, 0, -1, -1], [0, -1, 0, -1]].any()  # corners are backdrop
     assert image[silhouette].std() > 5  # shaded, not flat
     # the subject's face landmarks fall on the front view's silhouette, and the silhouette spans the mesh
@@ -313,6 +235,38 @@ def test_export_mesh_preview_shows_the_head_where_it_projects(neutral_mesh: Mesh
     rows_seen, cols_seen = np.nonzero(front)
     assert abs(cols_seen.min() - mesh_pixels[:, 0].min()) < 3 and abs(cols_seen.max() - mesh_pixels[:, 0].max()) < 3
     assert abs(rows_seen.min() - mesh_pixels[:, 1].min()) < 3 and abs(rows_seen.max() - mesh_pixels[:, 1].max()) < 3
+
+
+def test_export_mesh_reports_its_quality_in_a_json_beside_it(neutral_mesh: MeshResult, mesh_avatar: Path):
+    report = json.loads(neutral_mesh.report.read_text())
+    assert neutral_mesh.report.name == "head_report.json"
+    assert report["mesh"] == str(neutral_mesh.mesh) and report["level"] == neutral_mesh.level
+    assert report["smooth_iterations"] == neutral_mesh.smooth_iterations == 10
+    for key in ("quality", "quality_unsmoothed"):
+        assert set(report[key]) == {"face_vertices", "roughness_deg", "template_distance_mean_mm",
+                                    "template_distance_p95_mm", "face_coverage"}
+    quality = neutral_mesh.quality
+    assert quality.face_vertices > 100 and 0 < quality.face_coverage <= 1
+    assert 0 < quality.template_distance_mean_mm <= quality.template_distance_p95_mm
+    # the figures are those of the written file, measured again here
+    mesh = trimesh.load(neutral_mesh.mesh, process=False)
+    template = load_avatar(mesh_avatar).face_model.template
+    again = mesh_quality(np.asarray(mesh.vertices), np.asarray(mesh.faces), template)
+    assert again.roughness_deg == pytest.approx(quality.roughness_deg, rel=1e-4)
+    assert again.template_distance_mean_mm == pytest.approx(quality.template_distance_mean_mm, rel=1e-4)
+    assert "roughness" in summary_line(neutral_mesh) and "mm mean" in summary_line(neutral_mesh)
+
+
+def test_export_mesh_smoothing_lowers_roughness_and_barely_moves_the_surface(mesh_avatar: Path, tmp_path: Path):
+    raw = export_mesh(mesh_avatar, tmp_path / "raw.ply", resolution=64, smooth_iterations=0)
+    smoothed = export_mesh(mesh_avatar, tmp_path / "smooth.ply", resolution=64)
+    assert raw.quality == raw.quality_unsmoothed and raw.smoothing_shift_mm == 0.0
+    assert smoothed.quality_unsmoothed.roughness_deg == pytest.approx(raw.quality.roughness_deg)
+    assert smoothed.quality.roughness_deg < raw.quality.roughness_deg - 1.0
+    cell_mm = 1000 * max(smoothed.size_m) / 63  # about 5 mm at this resolution
+    assert smoothed.smoothing_shift_mm < 0.5 * cell_mm
+    assert abs(smoothed.quality.template_distance_mean_mm - raw.quality.template_distance_mean_mm) < 0.25 * cell_mm
+    assert (smoothed.num_vertices, smoothed.num_faces) == (raw.num_vertices, raw.num_faces)
 
 
 @pytest.mark.parametrize("suffix", [".obj", ".glb"])
@@ -402,6 +356,11 @@ def test_export_mesh_of_an_empty_field_says_there_is_no_surface(mesh_avatar: Pat
 def test_export_mesh_with_a_level_above_every_density_says_there_is_no_surface(mesh_avatar: Path, tmp_path: Path):
     with pytest.raises(EmptySurfaceError, match="never crosses"):
         export_mesh(mesh_avatar, tmp_path / "head.ply", resolution=32, level=1e30)
+
+
+def test_export_mesh_with_negative_smoothing_raises_control_error(mesh_avatar: Path, tmp_path: Path):
+    with pytest.raises(ControlError, match="smoothing"):
+        export_mesh(mesh_avatar, tmp_path / "head.ply", smooth_iterations=-1)
 
 
 def test_export_mesh_with_a_tiny_resolution_raises_control_error(mesh_avatar: Path, tmp_path: Path):

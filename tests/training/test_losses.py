@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avatar4d.render.compositing import composite
-from avatar4d.training.losses import LossConfig, landmark_depth_loss, psnr_from_mse, training_loss
+from avatar4d.training.losses import LossConfig, face_depth_loss, landmark_depth_loss, psnr_from_mse, training_loss
 
 
 @pytest.mark.parametrize("mse", [1.0, 0.1, 0.01, 2.5e-4, 1e-9])
@@ -79,3 +79,35 @@ def test_training_loss_without_latent_codes_has_a_zero_latent_term():
     empty = training_loss(rgb, rgb, torch.ones(5), torch.ones(5), (torch.tensor(0.0), torch.tensor(0.0)),
                           torch.zeros(2, 0), LossConfig())
     assert float(empty.latent) == 0.0
+
+
+def test_face_depth_loss_is_the_huber_penalty_of_where_the_ray_ends_written_out():
+    """Against the per-sample sum: x = sum_s w_s (t_s - t*) / sigma, then x^2 / 2 below 1 and |x| - 1/2 above."""
+    gen = torch.Generator().manual_seed(4)
+    density = torch.rand(8, 20, generator=gen, dtype=torch.float64) * 30
+    distances = torch.sort(torch.rand(8, 20, generator=gen, dtype=torch.float64) * 0.5 + 0.2, dim=1).values
+    deltas = torch.full((8, 20), 0.5 / 20, dtype=torch.float64)
+    result = composite(density, torch.zeros(8, 20, 3, dtype=torch.float64), deltas, distances)
+    target = result.depth / result.opacity + torch.linspace(-0.02, 0.02, 8, dtype=torch.float64)  # both regimes
+    sigma = 0.005
+
+    def huber(x):
+        return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5
+
+    expected = sum(huber(sum(float(result.weights[r, s]) * (float(distances[r, s]) - float(target[r]))
+                             for s in range(20)) / sigma) for r in range(8)) / 8
+    value = face_depth_loss(result.depth, result.opacity, target, sigma)
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+
+
+def test_face_depth_loss_is_zero_on_the_surface_and_pulls_the_ray_towards_it():
+    t = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    assert float(face_depth_loss(t, torch.ones(2, dtype=torch.float64), t, 0.005)) == 0.0
+    depth = (t + torch.tensor([0.01, -0.002], dtype=torch.float64)).requires_grad_()  # ends behind / in front
+    face_depth_loss(depth, torch.ones(2, dtype=torch.float64), t, 0.005).backward()
+    assert depth.grad[0] > 0 and depth.grad[1] < 0
+    assert float(depth.grad[0]) == pytest.approx(1 / 0.005 / 2)  # linear regime: the gradient is bounded
+
+
+def test_face_depth_is_off_by_default():
+    assert LossConfig().face_depth == 0.0

@@ -1,7 +1,8 @@
 """The head surface as a mesh: marching cubes of the field's density at one expression, with vertex colours, and a
 shaded preview image.
 
-``export_mesh(avatar, "head.ply")`` writes ``head.ply`` (or ``.obj`` / ``.glb``) and ``head_preview.png`` beside it.
+``export_mesh(avatar, "head.ply")`` writes ``head.ply`` (or ``.obj`` / ``.glb``), ``head_preview.png`` and
+``head_report.json`` beside it.
 
 - **Where.** The density is sampled on a regular grid of vertices spanning the avatar's head box (head frame,
   metres): ``resolution`` vertices along the box's longest side, the other sides in proportion (near-cubic cells).
@@ -23,8 +24,13 @@ shaded preview image.
   inner shells are dropped (:attr:`MeshResult.dropped_components` says how many).
 - **Colour.** Each vertex gets the field's colour at that point seen from the front (view direction (0, 0, -1): from
   the +z side of the head frame into the face), as uint8 RGB.
-- **Preview.** ``<stem>_preview.png``: the mesh from the front and from a three-quarter view, side by side,
-  orthographic, Lambert shading times the vertex colour, by the small z-buffer rasteriser :func:`rasterize`.
+- **Smoothing.** Taubin smoothing (10 iterations by default) takes the marching cubes' stair steps off the surface
+  without shrinking it (:func:`avatar4d.mesh.surface.smooth_surface`).
+- **Quality.** ``<stem>_report.json`` and the summary line give the face region's roughness, how much of the face
+  the mesh covers, and its distance to the tracked face surface in millimetres (:mod:`avatar4d.mesh.quality`).
+- **Preview.** ``<stem>_preview.png``: the mesh from the front, a three-quarter view and the profile, side by side,
+  orthographic, Lambert shading times the vertex colour, by the z-buffer rasteriser of
+  :mod:`avatar4d.geometry.raster`.
 
 Head frame: x towards the subject's left, y up, z out of the face (see ``avatar4d.geometry.camera``).
 """

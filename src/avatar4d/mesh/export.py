@@ -1,20 +1,21 @@
-"""``export_mesh``: the avatar's head surface at one expression, written as a mesh with vertex colours and a
-preview picture beside it."""
+"""``export_mesh``: the avatar's head surface at one expression, written as a mesh with vertex colours, a preview
+picture and a report of its quality (``<stem>_report.json``) beside it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
 
-from avatar4d.atomic import atomic_file, disk_errors
+from avatar4d.atomic import atomic_file, disk_errors, write_json_atomic
 from avatar4d.avatar import Avatar, load_avatar
 from avatar4d.errors import ControlError
 from avatar4d.images import write_png
 from avatar4d.mesh.preview import render_preview
+from avatar4d.mesh.quality import MeshQuality, mesh_quality
 from avatar4d.mesh.surface import (
     LevelChoice,
     choose_level,
@@ -26,6 +27,7 @@ from avatar4d.mesh.surface import (
     largest_component,
     opaque_from_front,
     sample_density,
+    smooth_surface,
     vertex_colors,
 )
 from avatar4d.progress import note
@@ -34,6 +36,9 @@ from avatar4d.validation import check_output_file
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 MIN_RESOLUTION = 16
+SMOOTH_ITERATIONS = 10
+"""Taubin iterations by default: on the avatars of docs/benchmarks.md they lower the face's roughness by about a
+third while its distance to the tracked template changes by less than 0.1 mm."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,16 @@ class MeshResult:
     dropped_components: int
     """Connected components removed besides the largest (floaters, inner shells)."""
     dropped_faces: int
+    report: Path
+    """``<stem>_report.json``: the level, counts and quality below, as JSON."""
+    smooth_iterations: int
+    """Taubin iterations applied (0 = none)."""
+    smoothing_shift_mm: float
+    """Mean distance the smoothing moved a vertex, millimetres."""
+    quality: MeshQuality
+    """Roughness, coverage and template distance of the written mesh's face region."""
+    quality_unsmoothed: MeshQuality
+    """The same before smoothing."""
 
     @property
     def size_m(self) -> tuple[float, float, float]:
@@ -73,6 +88,11 @@ class MeshResult:
 def preview_path_for(out: Path) -> Path:
     """``head.ply`` -> ``head_preview.png`` beside it."""
     return out.with_name(out.stem + "_preview.png")
+
+
+def report_path_for(out: Path) -> Path:
+    """``head.ply`` -> ``head_report.json`` beside it."""
+    return out.with_name(out.stem + "_report.json")
 
 
 def _check_code(avatar: Avatar, code: np.ndarray | None) -> np.ndarray:
@@ -125,21 +145,24 @@ def _extract(avatar: Avatar, frames: Conditioning, resolution: int, level: float
 
 
 def export_mesh(avatar_dir: Path, out: Path, *, code: np.ndarray | None = None, resolution: int = 160,
-                level: float | None = None) -> MeshResult:
-    """Extract the head surface of an avatar at one expression and write it with vertex colours and a preview.
+                level: float | None = None, smooth_iterations: int = SMOOTH_ITERATIONS) -> MeshResult:
+    """Extract the head surface of an avatar at one expression and write it with vertex colours, a preview and a
+    quality report.
 
     Args:
         avatar_dir: a trained avatar folder.
-        out: the mesh file, ``.ply``, ``.obj`` or ``.glb``; the preview goes to ``<stem>_preview.png`` beside it.
+        out: the mesh file, ``.ply``, ``.obj`` or ``.glb``; the preview goes to ``<stem>_preview.png`` and the report
+            to ``<stem>_report.json`` beside it.
         code: (K,) expression code (default: zeros, the neutral / mean face).
         resolution: grid vertices along the head box's longest side.
         level: iso level, density per metre (default: :func:`choose_level`).
+        smooth_iterations: Taubin smoothing iterations (0 = the raw marching-cubes surface).
 
     Raises:
         AvatarError: the avatar folder is missing, incomplete or damaged.
         OutputError: an unknown extension, a missing folder, a full disk.
         ControlError: a code of the wrong length or not finite, a resolution below 16, a level that is not a positive
-            number.
+            number, a negative number of smoothing iterations.
         EmptySurfaceError: the density never crosses the level (untrained or empty field).
     """
     out = check_output_file(out, MESH_SUFFIXES)
@@ -148,28 +171,63 @@ def export_mesh(avatar_dir: Path, out: Path, *, code: np.ndarray | None = None, 
                            f"got {resolution}")
     if level is not None and not (np.isfinite(level) and level > 0):
         raise ControlError(f"the iso level must be a positive density per metre, got {level}")
+    if smooth_iterations < 0:
+        raise ControlError(f"the smoothing iterations must be 0 or more, got {smooth_iterations}")
     avatar = load_avatar(avatar_dir)
     field = avatar.field
+    code = _check_code(avatar, code)
     latent = field.mean_latent()[None] if avatar.config.field.use_latent_code else None
-    frames = field.prepare(torch.from_numpy(_check_code(avatar, code)).to(avatar.device)[None], latent)
+    frames = field.prepare(torch.from_numpy(code).to(avatar.device)[None], latent)
     surface = _extract(avatar, frames, resolution, level)
-    vertices, faces, choice = surface.vertices, surface.faces, surface.choice
-    level, voxel_level, dropped, total_faces = choice.level, choice.voxel_level, surface.dropped, surface.total_faces
-    colors = vertex_colors(field, frames, vertices)
+    faces, choice = surface.faces, surface.choice
+    face_landmarks = avatar.face_model.landmarks(code[None].astype(np.float64))[0]
+    box_min, box_max = (t.cpu().numpy().astype(np.float64) for t in (field.box_min, field.box_max))
+    unsmoothed = mesh_quality(surface.vertices, faces, face_landmarks)
+    vertices = smooth_surface(surface.vertices, faces, smooth_iterations, box_min, box_max)
+    shift_mm = float(1000.0 * np.linalg.norm(vertices - surface.vertices, axis=1).mean()) if len(vertices) else 0.0
+    quality = mesh_quality(vertices, faces, face_landmarks) if smooth_iterations else unsmoothed
+    preview = _write_mesh(out, vertices, faces, vertex_colors(field, frames, vertices))
     boundary, nonmanifold = edge_counts(faces)
+    result = MeshResult(
+        mesh=out, preview=preview, num_vertices=int(vertices.shape[0]), num_faces=int(faces.shape[0]),
+        bounds_min=tuple(float(v) for v in vertices.min(0)), bounds_max=tuple(float(v) for v in vertices.max(0)),
+        level=choice.level, voxel_level=choice.voxel_level, silhouette_agreement=choice.agreement,
+        watertight=boundary == 0 and nonmanifold == 0, boundary_edges=boundary, nonmanifold_edges=nonmanifold,
+        dropped_components=surface.dropped, dropped_faces=surface.total_faces - int(faces.shape[0]),
+        report=report_path_for(out), smooth_iterations=smooth_iterations, smoothing_shift_mm=shift_mm,
+        quality=quality, quality_unsmoothed=unsmoothed)
+    write_json_atomic(result.report, _report(result))
+    note(summary_line(result))
+    return result
+
+
+def _write_mesh(out: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Path:
+    """Write the mesh file (atomically) and its preview; returns the preview's path."""
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=colors, process=False)
-    file_type = out.suffix.lower()[1:]
     with atomic_file(out) as tmp:
-        mesh.export(str(tmp), file_type=file_type)
+        mesh.export(str(tmp), file_type=out.suffix.lower()[1:])
     preview = preview_path_for(out)
     with disk_errors(preview):
         write_png(preview, render_preview(vertices, faces, colors))
-    note(f"mesh: {out} ({vertices.shape[0]} vertices, {faces.shape[0]} faces, level {level:.4g}/m"
-         f"{', watertight' if boundary == 0 and nonmanifold == 0 else ''}); preview {preview}")
-    return MeshResult(mesh=out, preview=preview, num_vertices=int(vertices.shape[0]),
-                      num_faces=int(faces.shape[0]), bounds_min=tuple(float(v) for v in vertices.min(0)),
-                      bounds_max=tuple(float(v) for v in vertices.max(0)), level=level,
-                      voxel_level=voxel_level, silhouette_agreement=choice.agreement,
-                      watertight=boundary == 0 and nonmanifold == 0, boundary_edges=boundary,
-                      nonmanifold_edges=nonmanifold, dropped_components=dropped,
-                      dropped_faces=total_faces - int(faces.shape[0]))
+    return preview
+
+
+def summary_line(result: MeshResult) -> str:
+    """What ``avatar4d mesh`` says when done: the files, the level, and the face region's quality."""
+    quality, before = result.quality, result.quality_unsmoothed
+    return (f"mesh: {result.mesh} ({result.num_vertices} vertices, {result.num_faces} faces, level "
+            f"{result.level:.4g}/m{', watertight' if result.watertight else ''}); face region: roughness "
+            f"{quality.roughness_deg:.1f} deg ({before.roughness_deg:.1f} before smoothing), distance to the tracked "
+            f"face {quality.template_distance_mean_mm:.1f} mm mean, {quality.template_distance_p95_mm:.1f} mm p95, "
+            f"covers {100 * quality.face_coverage:.0f}% of it; preview {result.preview}; report {result.report}")
+
+
+def _report(result: MeshResult) -> dict:
+    """The report's JSON: every field of the result, paths as strings."""
+    values = asdict(result)
+    for key in ("mesh", "preview", "report"):
+        values[key] = str(values[key])
+    values["size_m"] = list(result.size_m)
+    for key in ("quality", "quality_unsmoothed"):  # NaN (no face region) is not JSON
+        values[key] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values[key].items()}
+    return values

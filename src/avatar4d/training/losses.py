@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -28,6 +29,13 @@ class LossConfig:
     landmarks end and the face model's landmark: pulls the density onto the face surface (monocular video alone leaves
     it smeared along the camera rays), which is what makes new viewpoints and the mesh work (0 = off)."""
     landmark_depth_sigma_m: float = 0.01
+    face_depth: float = 0.0
+    """Weight of :func:`face_depth_loss`: where rays through the face region end against the face model's surface
+    rasterised into the frame (``avatar4d.dataset.face_depth``); dense where ``landmark_depth`` has 478 points (0 = off,
+    the default until its effect on held-out scores is measured)."""
+    face_depth_sigma_m: float = 0.005
+    """Scale of :func:`face_depth_loss`: quadratic below it, linear above (the template surface is a coarse
+    triangulation, a few millimetres off the skin between landmarks; occluders such as hair or hands are far off)."""
     patch_l1: float = 0.1
     """Mean absolute error of the upsampler's full-resolution patch (with an upsampler only)."""
     patch_perceptual: float = 0.05
@@ -108,3 +116,20 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         + config.landmark_depth * depth_loss + patch_term
     return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss,
                      patch=patch_term)
+
+
+def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float) -> Tensor:
+    """Mean over rays of the Huber penalty (``x^2 / 2`` below 1, ``|x| - 1/2`` above) of
+    ``x = sum_s w_s (t_s - t*) / sigma``: the rendered expected depth against the face surface's distance ``t*``.
+
+    ``sum_s w_s (t_s - t*) = depth - opacity t*`` is the offset of where the ray ends, scaled by its opacity, so it is
+    well defined when the ray is not yet opaque (the mask loss sees to the opacity); unlike
+    :func:`landmark_depth_loss` it does not penalise spread around ``t*`` (a thin-surface regulariser does that).
+
+    Args:
+        depth, opacity: (R,) ``sum w t`` and ``sum w`` of each ray (``RenderOutput.depth``, ``.opacity``).
+        distance: (R,) the face surface's distance ``t*`` along the ray, metres (``FaceDepthRays.distance``).
+        sigma_m: the scale, metres.
+    """
+    offset = (depth - opacity * distance) / sigma_m
+    return F.huber_loss(offset, torch.zeros_like(offset), delta=1.0)
