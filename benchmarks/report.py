@@ -216,4 +216,21 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
         text = levers[-1].read_text().split("\n", 1)[1]
         lines += [f"## {levers[-1].stem[:8]}: render levers (`benchmarks/render_levers.py`), CPU", "",
                   f"Record: `benchmarks/results/{levers[-1].with_suffix('.json').name}`", text]
+    lines += expression_transfer_sections(results)
     docs.write_text("\n".join(lines))
+
+
+def expression_transfer_sections(results: Path) -> list[str]:
+    """benchmarks/expression_transfer.py: the newest table of each transfer (controls, the default, first; then
+    residuals, the transfer before it), each under its own heading."""
+    lines = []
+    for transfer in ("controls", "residuals"):
+        tables = sorted(results.glob(f"*-expression-transfer-{transfer}.md"))
+        if not tables:
+            continue
+        newest = tables[-1]
+        text = newest.read_text().split("\n", 1)[1]
+        lines += [f"## {newest.stem[:8]}: expression transfer, `--transfer {transfer}` "
+                  "(`benchmarks/expression_transfer.py`), CPU", "",
+                  f"Record: `benchmarks/results/{newest.with_suffix('.json').name}`", text]
+    return lines
