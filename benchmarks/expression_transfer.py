@@ -39,6 +39,8 @@ class Driver:
     """Positions (among the driver's processed frames) that are rendered and compared."""
     images: list
     rate_hz: float
+    seen: object = None
+    """The driver's pictures tracked (made once, by the first pair that needs it)."""
 
 
 def driver_pictures(video: Path, track, positions: np.ndarray, size: int) -> list:
@@ -83,19 +85,29 @@ def asked_controls(avatar, codes: np.ndarray) -> np.ndarray:
     return measure_controls(avatar.face_model.landmarks(codes))
 
 
-def measure_pair(avatar, driver: Driver, transfer: str, size: int, max_lag: int) -> dict:
-    from avatar4d.evaluation.expression_transfer import compare, correlation, track_sequence
+def measure_pair(avatar, driver: Driver, transfer: str, size: int, max_lag: int, render: bool = True) -> dict:
+    """One avatar driven by one driver. Without ``render`` the avatar's side is the face the transfer asks for (the
+    face model's landmarks of the codes) instead of the tracked render: the transfer alone, without the avatar's
+    rendering (fast; the jitter is then that of model landmarks against tracked ones, not like for like)."""
+    from avatar4d.evaluation.expression_transfer import TrackedSequence, compare, correlation, track_sequence
     from avatar4d.reenact.reenact import drive_avatar
     from avatar4d.tracking.coverage import measure_coverage
 
     started = time.perf_counter()
     result = drive_avatar(avatar, driver.track, transfer=transfer)
     transfer_s = time.perf_counter() - started
+    if driver.seen is None:
+        driver.seen = track_sequence(driver.images, driver.track.located.camera.resized(size, size), driver.rate_hz)
+    driver_seen = driver.seen
     started = time.perf_counter()
-    renders = render_pictures(avatar, result, driver.positions, size)
+    if render:
+        renders = render_pictures(avatar, result, driver.positions, size)
+        avatar_seen = track_sequence(renders, avatar.camera_at(size), driver.rate_hz)
+    else:
+        codes = result.codes[driver.positions]
+        avatar_seen = TrackedSequence(found=np.ones(len(codes), dtype=bool), raw=asked_controls(avatar, codes),
+                                      points=avatar.face_model.landmarks(codes))
     render_s = time.perf_counter() - started
-    driver_seen = track_sequence(driver.images, driver.track.located.camera.resized(size, size), driver.rate_hz)
-    avatar_seen = track_sequence(renders, avatar.camera_at(size), driver.rate_hz)
     measured = compare(driver_seen, avatar_seen, max_lag)
     asked = asked_controls(avatar, result.codes[driver.positions])
     model, train = avatar.face_model, avatar.frames.train_indices
@@ -117,7 +129,7 @@ def measure_pair(avatar, driver: Driver, transfer: str, size: int, max_lag: int)
             "jitter_ratio": measured["jitter_ratio"], "cannot_follow": list(result.cannot_follow),
             "seconds": {"transfer": transfer_s, "render": render_s},
             "curves": {"driver": driver_seen.raw.tolist(), "avatar": avatar_seen.raw.tolist(), "asked": asked.tolist()},
-            "rate_hz": driver.rate_hz}
+            "rate_hz": driver.rate_hz, "render": render}
 
 
 def plot_pair(row: dict, path: Path) -> None:
@@ -132,7 +144,8 @@ def plot_pair(row: dict, path: Path) -> None:
     fig, axes = plt.subplots(len(SHOWN_NAMES), 1, figsize=(7, 1.3 * len(SHOWN_NAMES)), sharex=True)
     for i, (name, ax) in enumerate(zip(SHOWN_NAMES, axes)):
         unit = 1000.0 if name in ("jaw_open", "smile", "brow_raise", "pucker") else 1.0
-        for values, label, color in ((driver[:, i], "driver", "0.3"), (avatar[:, i], "avatar", "C3")):
+        side = "avatar" if row.get("render", True) else "asked face"
+        for values, label, color in ((driver[:, i], "driver", "0.3"), (avatar[:, i], side, "C3")):
             ax.plot(seconds, unit * (values - np.nanmedian(values)), color=color, lw=1.2, label=label)
         c = row["controls"][name]
         shown = "" if c["subject_shows"] else " (not in the subject's video)"
@@ -207,10 +220,14 @@ def markdown(record: dict) -> str:
     o = record["options"]
     m = record["machine"]
     limit = "" if o["max_seconds"] is None else f", first {o['max_seconds']} s"
+    rendered = o.get("render", True)
+    side = "the rendered avatar's" if rendered else "the asked face's"
+    shown = (f"renders {o['size']} px, tracked" if o.get("render", True) else
+             f"no rendering: the avatar's side is the face the transfer asks for (driver tracked at {o['size']} px)")
     header = ("| control | pairs (subject shows it) | median r | median r, driver does it too (pairs) | median r of "
               "the asked face | median lag (ms) | median range avatar/driver | target r |")
     lines = [(f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
-              f"{record['date']}. Transfer `{o['transfer']}`; renders {o['size']} px; every {o['every']}th driver "
+              f"{record['date']}. Transfer `{o['transfer']}`; {shown}; every {o['every']}th driver "
               f"frame (self-reenactment: every held-out frame){limit}; wall {record['wall_s']:.0f} s."), "",
              f"Command: `{record['command']}`", "", header, "|---|---|---|---|---|---|---|---|"]
     for s in summary_rows(record["pairs"]):
@@ -220,9 +237,11 @@ def markdown(record: dict) -> str:
     ratios = [r["jitter_ratio"] for r in record["pairs"]]
     lines += ["", (f"Landmark jitter, avatar against driver: median {_f(_median(ratios))}x over "
                    f"{len(ratios)} pairs (target ≤ 1.5x)."), "",
-              ("Per pair: correlation of the rendered avatar's control with the driver's (in brackets: of the face the "
+              (f"Per pair: correlation of {side} control with the driver's (in brackets: of the face the "
                "transfer asked for, the face model's landmarks of the codes); `*` the subject's own video does not "
-               "show the control; `°` the driver, as tracked at this size, does not do it."), "",
+               "show the control; `°` the driver, as tracked at this size, does not do it."
+               + ("" if rendered else " Jitter here is of the asked face's model landmarks against the tracked "
+                  "driver's: not like for like, a measure of the noise the transfer passes on.")), "",
               ("| avatar | driver | frames (face found in both) | " + " | ".join(SHOWN_NAMES)
                + " | jitter avatar / driver (mm) |"), "|---|---|---|" + "---|" * (len(SHOWN_NAMES) + 1)]
     for r in record["pairs"]:
@@ -245,7 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("avatars", nargs="+", type=Path)
     parser.add_argument("--drivers", nargs="*", type=Path, default=[])
-    parser.add_argument("--transfer", choices=["controls", "residuals"], default="controls")
+    parser.add_argument("--transfer", choices=["controls", "residuals"], nargs="+", default=["controls"])
+    parser.add_argument("--no-render", dest="render", action="store_false",
+                        help="compare the face the transfer asks for (the face model's landmarks), not renders")
     parser.add_argument("--size", type=int, default=128, help="render and tracking size of both faces (px)")
     parser.add_argument("--every", type=int, default=2, help="use every K-th driver frame (self: every held-out one)")
     parser.add_argument("--max-seconds", type=float, default=None, help="use the first S seconds of each driver")
@@ -265,36 +286,46 @@ def main() -> None:
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     cache: dict = {}
-    rows = []
+    rows: dict[str, list] = {transfer: [] for transfer in options.transfer}
     for avatar_dir in options.avatars:
         avatar = load_avatar(avatar_dir)
         for driver in drivers_for(avatar_dir, options, cache):
-            row = measure_pair(avatar, driver, options.transfer, options.size, options.max_lag)
-            plot = options.out / "expression-transfer" / (
-                f"{stamp}-{options.transfer}-{row['avatar']}-{driver.name.split(' ')[0]}.png")
-            plot_pair(row, plot)
-            row["plot"] = plot.name
-            rows.append(row)
-            jaw = row["controls"]["jaw_open"]["correlation"]
-            print(f"{row['avatar']} <- {row['driver']}: jaw r {jaw:+.2f}, blink r "
-                  f"{row['controls']['blink_left']['correlation']:+.2f}, jitter {row['jitter_ratio']:.2f}x "
-                  f"({row['seconds']['render']:.0f} s rendering)", flush=True)
-    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_description(),
-              "command": "python " + " ".join(sys.argv),
-              "options": {"transfer": options.transfer, "size": options.size, "every": options.every,
-                          "max_seconds": options.max_seconds, "max_lag": options.max_lag,
-                          "self_reenactment": options.self_reenactment},
-              "wall_s": time.perf_counter() - started, "pairs": rows}
-    options.out.mkdir(parents=True, exist_ok=True)
-    base = options.out / f"{stamp}-expression-transfer-{options.transfer}"
-    base.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    text = markdown(record)
-    base.with_suffix(".md").write_text(f"# Expression transfer ({options.transfer}), {stamp}\n\n" + text)
-    print(text)
+            for transfer in options.transfer:
+                rows[transfer].append(run_pair(avatar, driver, transfer, options, stamp))
+        for transfer in options.transfer:  # after every avatar, so that a stopped run leaves what it measured
+            record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "machine": machine_description(), "command": "python " + " ".join(sys.argv),
+                      "options": {"transfer": transfer, "size": options.size, "every": options.every,
+                                  "max_seconds": options.max_seconds, "max_lag": options.max_lag,
+                                  "self_reenactment": options.self_reenactment, "render": options.render},
+                      "wall_s": time.perf_counter() - started, "pairs": rows[transfer]}
+            write_record(record, options.out, stamp)
     if options.out == RESULTS:
         import report
 
         report.write_docs(RESULTS, Path(__file__).parents[1] / "docs" / "benchmarks.md", target=24.0)
+
+
+def run_pair(avatar, driver: Driver, transfer: str, options, stamp: str) -> dict:
+    row = measure_pair(avatar, driver, transfer, options.size, options.max_lag, render=options.render)
+    kind = "" if options.render else "-asked"
+    plot = options.out / "expression-transfer" / f"{stamp}-{transfer}{kind}-{row['avatar']}-{driver.name.split(' ')[0]}.png"
+    plot_pair(row, plot)
+    row["plot"] = plot.name
+    print(f"{row['avatar']} <- {row['driver']} ({transfer}): jaw r {row['controls']['jaw_open']['correlation']:+.2f}, "
+          f"blink r {row['controls']['blink_left']['correlation']:+.2f}, jitter {row['jitter_ratio']:.2f}x "
+          f"({row['seconds']['render']:.0f} s rendering)", flush=True)
+    return row
+
+
+def write_record(record: dict, out: Path, stamp: str) -> None:
+    o = record["options"]
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / f"{stamp}-expression-transfer-{o['transfer']}{'' if o['render'] else '-asked'}"
+    base.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    text = markdown(record)
+    what = "rendered and tracked" if o["render"] else "the asked face, no rendering"
+    base.with_suffix(".md").write_text(f"# Expression transfer ({o['transfer']}, {what}), {stamp}\n\n" + text)
 
 
 if __name__ == "__main__":
