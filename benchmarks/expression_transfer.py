@@ -128,7 +128,8 @@ def measure_pair(avatar, driver: Driver, transfer: str, size: int, max_lag: int,
             "jitter_driver_mm": 1000 * measured["jitter_driver_m"], "jitter_avatar_mm": 1000 * measured["jitter_avatar_m"],
             "jitter_ratio": measured["jitter_ratio"], "cannot_follow": list(result.cannot_follow),
             "seconds": {"transfer": transfer_s, "render": render_s},
-            "curves": {"driver": driver_seen.raw.tolist(), "avatar": avatar_seen.raw.tolist(), "asked": asked.tolist()},
+            "curves": {k: np.round(v, 5).tolist() for k, v in (("driver", driver_seen.raw), ("avatar", avatar_seen.raw),
+                                                                 ("asked", asked))},
             "rate_hz": driver.rate_hz, "render": render}
 
 
@@ -229,7 +230,8 @@ def markdown(record: dict) -> str:
     lines = [(f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads); "
               f"{record['date']}. Transfer `{o['transfer']}`; {shown}; every {o['every']}th driver "
               f"frame (self-reenactment: every held-out frame){limit}; wall {record['wall_s']:.0f} s."), "",
-             f"Command: `{record['command']}`", "", header, "|---|---|---|---|---|---|---|---|"]
+             f"Command: `{record['command']}`", *([record["note"]] if record.get("note") else []), "", header,
+             "|---|---|---|---|---|---|---|---|"]
     for s in summary_rows(record["pairs"]):
         lines.append(f"| {s['control']} | {s['pairs']} | {_f(s['median_r'])} | {_f(s['median_r_both'])} "
                      f"({s['pairs_both']}) | {_f(s['median_asked_r'])} | {_f(s['median_lag_ms'], 0, True)} | "
@@ -322,7 +324,7 @@ def write_record(record: dict, out: Path, stamp: str) -> None:
     o = record["options"]
     out.mkdir(parents=True, exist_ok=True)
     base = out / f"{stamp}-expression-transfer-{o['transfer']}{'' if o['render'] else '-asked'}"
-    base.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    base.with_suffix(".json").write_text(json.dumps(record, separators=(",", ":")))  # curves make it long
     text = markdown(record)
     what = "rendered and tracked" if o["render"] else "the asked face, no rendering"
     base.with_suffix(".md").write_text(f"# Expression transfer ({o['transfer']}, {what}), {stamp}\n\n" + text)
