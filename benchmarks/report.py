@@ -225,4 +225,22 @@ def write_docs(results: Path, docs: Path, target: float) -> None:
             text = tables[-1].read_text().split("\n", 1)[1]
             lines += [f"## {tables[-1].stem[:8]}: {title}, CPU", "",
                       f"Record: `benchmarks/results/{tables[-1].with_suffix('.json').name}`", text]
+    lines += expression_transfer_sections(results)
     docs.write_text("\n".join(lines))
+
+
+def expression_transfer_sections(results: Path) -> list[str]:
+    """benchmarks/expression_transfer.py: the newest table of each transfer (controls, the default, first; then
+    residuals, the transfer before it), rendered runs before runs of the asked face alone, each under its heading."""
+    lines = []
+    for kind, what in (("", "rendered and tracked"), ("-asked", "the face the transfer asks for, no rendering")):
+        for transfer in ("controls", "residuals"):
+            tables = sorted(results.glob(f"*-expression-transfer-{transfer}{kind}.md"))
+            if not tables:
+                continue
+            newest = tables[-1]
+            text = newest.read_text().split("\n", 1)[1]
+            lines += [(f"## {newest.stem[:8]}: expression transfer, `--transfer {transfer}`, {what} "
+                       "(`benchmarks/expression_transfer.py`), CPU"), "",
+                      f"Record: `benchmarks/results/{newest.with_suffix('.json').name}`", "", text]
+    return lines

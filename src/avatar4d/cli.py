@@ -194,14 +194,17 @@ class ReenactArgs:
     expression_only: bool = False
     """Transfer the expression only; keep the avatar's mean head pose."""
     extrapolate: bool = False
-    """Keep the driver's expression as transferred, beyond the avatar's own spread and the range training saw."""
+    """Keep the driver's expression as transferred, beyond the range the avatar's own video showed."""
+    transfer: Literal["controls", "residuals"] = "controls"
+    """controls: the driver's jaw, smile, blinks, brows, pucker and gaze from its neutral face; residuals: the earlier
+    transfer of landmark offsets from the driver's mean face."""
 
 
 def _reenact(args: ReenactArgs) -> None:
     from avatar4d.reenact.reenact import reenact
 
     reenact(args.avatar, args.driver, args.out, frame=args.frame, size=args.size, max_frames=args.max_frames,
-            expression_only=args.expression_only, extrapolate=args.extrapolate)
+            expression_only=args.expression_only, extrapolate=args.extrapolate, transfer=args.transfer)
 
 
 @dataclass(frozen=True)

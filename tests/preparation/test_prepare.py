@@ -136,7 +136,8 @@ def test_split_holds_out_the_last_tenth_as_one_block(dataset):
 def test_manifest_has_the_documented_keys(dataset, face_video):
     manifest = json.loads(dataset.layout.manifest.read_text())
     assert list(manifest) == ["format", "version", "created", "versions", "source", "parameters", "crop", "camera",
-                              "frames", "dropped", "flagged", "faces", "split", "background", "quality", "timing"]
+                              "frames", "dropped", "flagged", "faces", "split", "background", "quality", "coverage",
+                              "timing"]
     assert manifest["format"] == "avatar4d.dataset" and manifest["version"] == 1
     assert set(manifest["source"]) == {"path", "width", "height", "rotation_deg", "fps", "frame_count", "duration_s",
                                        "codec", "has_audio", "scanned_frames"}
@@ -153,6 +154,10 @@ def test_manifest_has_the_documented_keys(dataset, face_video):
     assert 0.99 < quality["explained_variance"] <= 1.0
     assert set(quality["controls"]) == {"jaw_open", "smile", "blink_left", "blink_right", "brow_raise", "pucker",
                                         "gaze_horizontal", "gaze_vertical"}
+    coverage = manifest["coverage"]
+    assert list(coverage["controls"]) == list(quality["controls"]) and coverage["frames"] == 72
+    assert coverage["missing"] == [name for name, c in coverage["controls"].items() if not c["shown"]]
+    assert set(coverage["head"]) == {"yaw_min", "yaw_max", "pitch_min", "pitch_max", "turned_left", "turned_right"}
     assert set(manifest["timing"]) == {"scan_s", "track_s", "fit_s", "tracking_fps", "total_s"}
 
 

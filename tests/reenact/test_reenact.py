@@ -67,15 +67,15 @@ def test_driving_an_avatar_with_its_own_video_gives_back_its_frames_better_than_
 # --- another person's clip ------------------------------------------------------------------------------------------
 
 
-def test_another_persons_expression_is_kept_within_the_avatars_spread_and_range_unless_extrapolating(
+def test_another_persons_residuals_are_kept_within_the_avatars_spread_and_range_unless_extrapolating(
         trained_avatar: Path, driver_video: Path, capsys):
     capsys.readouterr()
-    avatar, track, kept = drive(trained_avatar, driver_video, max_frames=60)
+    avatar, track, kept = drive(trained_avatar, driver_video, max_frames=60, transfer="residuals")
     model = avatar.face_model
     own = avatar.frames.codes[avatar.frames.train_indices].std(0)
     assert (kept.codes.std(0) <= own * (1 + 1e-6)).all()
     assert (kept.codes >= model.code_min - 1e-12).all() and (kept.codes <= model.code_max + 1e-12).all()
-    _, _, free = drive(trained_avatar, driver_video, max_frames=60, extrapolate=True)
+    _, _, free = drive(trained_avatar, driver_video, max_frames=60, extrapolate=True, transfer="residuals")
     raw = transfer_expressions(track.model, track.fit.codes, model)
     np.testing.assert_allclose(free.codes, raw, atol=1e-12)
     outside = (raw < model.code_min) | (raw > model.code_max)
@@ -83,6 +83,38 @@ def test_another_persons_expression_is_kept_within_the_avatars_spread_and_range_
     note = capsys.readouterr().err
     assert "clamped to the range seen in training" in note and "--extrapolate" in note
     np.testing.assert_array_equal(free.camera_from_head, kept.camera_from_head)
+
+
+def test_another_persons_controls_are_their_changes_from_neutral_kept_to_what_the_avatars_video_showed(
+        trained_avatar: Path, driver_video: Path, capsys):
+    """The default transfer: the codes are the avatar's own regression of the driver's controls (changes from the
+    driver's neutral face laid on the avatar's), kept within the controls' range in the avatar's frames unless
+    extrapolating; what the avatar cannot follow is said once, not per frame."""
+    from avatar4d.reenact.transfer import fit_control_regression, retarget_controls, smooth_controls
+    from avatar4d.tracking.coverage import estimate_neutral
+    from avatar4d.tracking.head_pose import contiguous_segments
+
+    capsys.readouterr()
+    avatar, track, kept = drive(trained_avatar, driver_video, max_frames=60)
+    notes = capsys.readouterr().err
+    for sentence in kept.cannot_follow:
+        assert notes.count(sentence) == 1
+    train = avatar.frames.train_indices
+    own = avatar.frames.controls[train].astype(np.float64)
+    regression = fit_control_regression(own, avatar.frames.codes[train].astype(np.float64))
+    driver_map, model_map = track.model.controls, avatar.face_model.controls
+    driver_raw = driver_map.raw(track.fit.controls)
+    runs = contiguous_segments(track.source_frames[track.tracked])
+    smoothed = smooth_controls(driver_raw, driver_map.scale, runs, track.located.info.fps)
+    controls = retarget_controls(smoothed, estimate_neutral(driver_raw).raw,
+                                 estimate_neutral(model_map.raw(own)).raw, model_map)
+    tracked = track.tracked
+    np.testing.assert_allclose(kept.codes[tracked], regression(np.clip(controls, own.min(0), own.max(0))), atol=1e-9)
+    _, _, free = drive(trained_avatar, driver_video, max_frames=60, extrapolate=True)
+    np.testing.assert_allclose(free.codes[tracked], regression(controls), atol=1e-9)
+    assert ((controls < own.min(0)) | (controls > own.max(0))).any(), "the other person goes beyond the avatar's range"
+    with pytest.raises(ControlError, match="unknown transfer 'pca'"):
+        drive(trained_avatar, driver_video, max_frames=20, transfer="pca")
 
 
 def test_reenactment_by_another_person_is_a_side_by_side_video_with_their_audio(trained_avatar: Path,
@@ -121,6 +153,40 @@ def test_one_frame_of_a_reenactment_is_a_png_of_the_driver_beside_the_avatar(tra
     assert np.abs(image[:, :size].astype(float) - image[:, size:].astype(float)).mean() > 10.0
 
 
+def test_a_driver_too_short_for_a_neutral_face_falls_back_to_its_median_and_says_so(trained_avatar: Path,
+                                                                                      driver_video: Path, capsys):
+    capsys.readouterr()
+    _, track, result = drive(trained_avatar, driver_video, max_frames=15)
+    assert len(result.codes) == 15
+    assert f"driver: {int(track.tracked.sum())} tracked frames are too few to find a neutral face" in \
+        capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def large_face_video(tmp_path_factory: pytest.TempPathFactory, face_frames: list) -> Path:
+    """The first 40 frames of the sample clip scaled up three times, to 1920x1080."""
+    from avatar4d.video.write import Mp4Writer
+
+    path = tmp_path_factory.mktemp("large") / "large.mp4"
+    with Mp4Writer(path, 30.0) as writer:
+        for image in face_frames[:40]:
+            writer.write(cv2.resize(image, (1920, 1080), interpolation=cv2.INTER_CUBIC))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["rotated", "large"])
+def test_a_rotated_phone_driver_or_a_far_larger_one_drives_the_avatar_as_the_plain_clip_does(
+        trained_avatar: Path, face_video: Path, rotated_face_video: Path, large_face_video: Path, kind: str):
+    """The same frames stored turned (with a display matrix) or at three times the size: every frame is tracked, and
+    the avatar's expression follows the plain clip's closely."""
+    other = rotated_face_video if kind == "rotated" else large_face_video
+    _, _, plain = drive(trained_avatar, face_video, max_frames=40)
+    _, track, driven = drive(trained_avatar, other, max_frames=40)
+    assert track.tracked.all() and len(driven.codes) == 40
+    for k in range(3):  # the leading components (mouth and eyes) over time
+        assert np.corrcoef(plain.codes[:, k], driven.codes[:, k])[0, 1] > 0.9, k
+
+
 # --- a driver whose face is lost ------------------------------------------------------------------------------------
 
 
@@ -129,11 +195,16 @@ def test_frames_where_the_drivers_face_is_lost_hold_the_last_good_expression_and
     from avatar4d.tracking.landmarks import FaceDetector
 
     capsys.readouterr()
-    avatar, track, result = drive(trained_avatar, face_then_no_face_video)
+    avatar, track, result = drive(trained_avatar, face_then_no_face_video, transfer="residuals")
     held = result.held
     np.testing.assert_array_equal(held, ~track.tracked)
     assert held.any() and (~held).any(), "the clip has a face for part of its length"
-    assert f"the driver's face was lost in {int(held.sum())} of {len(held)} frames" in capsys.readouterr().err
+    from avatar4d.reenact.reenact import longest_run
+
+    gap = max(len(run) for run in "".join("x" if h else "." for h in held).split(".") if run)
+    assert longest_run(held) == gap
+    assert (f"the driver's face was lost in {int(held.sum())} of {len(held)} frames (the longest gap: {gap} frames)"
+            in capsys.readouterr().err)
     model = avatar.face_model
     good_codes = match_spread(transfer_expressions(track.model, track.fit.codes, model),
                               avatar.frames.codes[avatar.frames.train_indices].std(0))
@@ -155,7 +226,7 @@ def test_frames_where_the_drivers_face_is_lost_hold_the_last_good_expression_and
     # the still of a held frame shows the avatar as in the last good frame
     first_held = int(np.argmax(held))
     out = tmp_path / "held.png"
-    reenact(trained_avatar, face_then_no_face_video, out, frame=first_held + 5)
+    reenact(trained_avatar, face_then_no_face_video, out, frame=first_held + 5, transfer="residuals")
     size = avatar.image_size
     np.testing.assert_array_equal(read_png(out)[:, size:], rendered(avatar, result.camera_from_head[first_held - 1],
                                                                      result.codes[first_held - 1], size))

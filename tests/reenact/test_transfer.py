@@ -206,3 +206,66 @@ def test_clamp_to_range_clips_each_component_and_names_the_frames_it_changed():
     clipped, changed = clamp_to_range(codes, low, high)
     np.testing.assert_array_equal(clipped, [[0.0, 0.5], [1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])
     np.testing.assert_array_equal(changed, [False, True, True, False])
+
+
+# --- the controls transfer ------------------------------------------------------------------------------------------
+
+
+def test_smooth_controls_is_the_zero_phase_filter_per_run_of_frames_in_the_drivers_own_units(driver_track):
+    """Against a loop over the runs: each run filtered alone (in units of the driver's range), short runs untouched."""
+    from avatar4d.reenact.transfer import ControlSmoothing, smooth_controls
+    from avatar4d.tracking.head_pose import zero_phase_one_euro
+
+    controls = driver_track.model.controls
+    raw = controls.raw(driver_track.fit.controls)
+    segments = [slice(0, 20), slice(20, 22), slice(22, len(raw))]
+    config = ControlSmoothing()
+    smoothed = smooth_controls(raw, controls.scale, segments, 30.0, config)
+    for segment in segments:
+        part = raw[segment]
+        expected = part if len(part) < 3 else controls.scale * zero_phase_one_euro(
+            part / controls.scale, 30.0, config.min_cutoff_hz, config.beta, config.derivative_cutoff_hz)
+        np.testing.assert_allclose(smoothed[segment], expected, atol=1e-12)
+    assert np.abs(np.diff(smoothed[22:], 2, axis=0)).mean() < np.abs(np.diff(raw[22:], 2, axis=0)).mean()
+
+
+def test_smooth_controls_lets_a_ramp_pass_without_lag():
+    from avatar4d.reenact.transfer import smooth_controls
+
+    ramp = np.linspace(0.0, 0.02, 60)[:, None] * np.ones((1, 8))
+    smoothed = smooth_controls(ramp, np.full(8, 0.01), [slice(0, 60)], 25.0)
+    np.testing.assert_allclose(smoothed[5:-5], ramp[5:-5], atol=1e-4)
+
+
+def test_control_regression_recovers_an_exact_linear_relation_and_matches_least_squares(subject):
+    from avatar4d.reenact.transfer import fit_control_regression
+
+    controls = subject.tracking.controls.astype(np.float64)
+    weights = np.random.default_rng(1).normal(size=(controls.shape[1], 5))
+    codes = 0.3 + controls @ weights
+    regression = fit_control_regression(controls, codes, ridge=0.0)
+    np.testing.assert_allclose(regression.weights, weights, atol=1e-6)
+    np.testing.assert_allclose(regression(controls), codes, atol=1e-6)
+    real = subject.tracking.expression.astype(np.float64)
+    design = np.concatenate([controls, np.ones((len(controls), 1))], axis=1)
+    solution = np.linalg.lstsq(design, real, rcond=None)[0]
+    np.testing.assert_allclose(fit_control_regression(controls, real, ridge=0.0)(controls), design @ solution,
+                               atol=1e-8)
+
+
+def test_retarget_controls_puts_the_drivers_change_from_its_neutral_on_the_avatars_neutral(subject, driver_track):
+    from avatar4d.reenact.transfer import clamp_controls, retarget_controls
+    from avatar4d.tracking.coverage import estimate_neutral
+
+    avatar_map = subject.face_model.controls
+    avatar_neutral = estimate_neutral(avatar_map.raw(subject.tracking.controls.astype(np.float64))).raw
+    driver_raw = driver_track.model.controls.raw(driver_track.fit.controls)
+    driver_neutral = estimate_neutral(driver_raw).raw
+    at_neutral = retarget_controls(driver_neutral[None], driver_neutral, avatar_neutral, avatar_map)
+    np.testing.assert_allclose(avatar_map.raw(at_neutral)[0], avatar_neutral, atol=1e-12)
+    controls = retarget_controls(driver_raw, driver_neutral, avatar_neutral, avatar_map)
+    np.testing.assert_allclose(avatar_map.raw(controls) - avatar_neutral, driver_raw - driver_neutral, atol=1e-12)
+    low, high = subject.tracking.controls.min(0), subject.tracking.controls.max(0)
+    clamped, clipped = clamp_controls(controls, low, high)
+    assert (clamped >= low - 1e-12).all() and (clamped <= high + 1e-12).all()
+    np.testing.assert_array_equal(clamped[~clipped], controls[~clipped])

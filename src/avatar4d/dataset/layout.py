@@ -2,7 +2,7 @@
 
 ```
 DATASET/
-  manifest.json              source video, parameters, versions, dropped and flagged frames, split, quality
+  manifest.json              source video, parameters, versions, dropped and flagged frames, split, quality, coverage
   frames/000000.jpg ...      square head crops, RGB
   masks/person/000000.png    person probability, 8-bit
   masks/face/000000.png      face region (inside the face outline), 0/255

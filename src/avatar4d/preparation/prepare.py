@@ -37,7 +37,9 @@ from avatar4d.preparation.passes import (
 )
 from avatar4d.progress import Progress, note
 from avatar4d.tracking.camera import SquareCrop
+from avatar4d.tracking.coverage import Coverage, measure_coverage
 from avatar4d.tracking.face_model import FaceFit, FaceModel
+from avatar4d.tracking.head_pose import head_angles_deg
 from avatar4d.tracking.landmarks import NUM_LANDMARKS
 from avatar4d.video.read import probe_video
 
@@ -87,8 +89,9 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
 
         timing = {"scan_s": scan_seconds, "track_s": track_seconds, "fit_s": fit_seconds,
                   "tracking_fps": count / max(scan_seconds + track_seconds, 1e-9)}
+        coverage = measure_coverage(model.controls.raw(fit.controls), head_angles_deg(fit.camera_from_head)[:, :2])
         manifest = _manifest(video, located, config, fit, model, source_frames, dropped,
-                             {"samples": background.count, "hole_fraction": float(holes.mean())}, timing)
+                             {"samples": background.count, "hole_fraction": float(holes.mean())}, timing, coverage)
         write_json_atomic(layout.manifest, manifest)
         if config.overlay:
             dataset = load_dataset(work)
@@ -98,13 +101,15 @@ def prepare(video: Path, out: Path, config: PrepareConfig = PrepareConfig()) -> 
         write_json_atomic(layout.manifest, manifest)
     note(f"dataset ready: {out} ({count} frames, {len(dropped)} dropped, {int(fit.flagged.sum())} flagged; "
          f"tracking {manifest['timing']['tracking_fps']:.0f} fps; mean re-projection error "
-         f"{manifest['quality']['reprojection_error_px']['mean']:.2f} px)")
+         f"{manifest['quality']['reprojection_error_px']['mean']:.2f} px; the video {coverage.summary()})")
+    for warning in coverage.warnings():
+        note(f"{warning} (see the README on recording a video)")
     return DatasetLayout(out)
 
 
 def _manifest(video: Path, located: LocatedFace, config: PrepareConfig, fit: FaceFit, model: FaceModel,
               source_frames: np.ndarray, dropped: list[tuple[int, str]], background: dict,
-              timing: dict[str, float]) -> dict:
+              timing: dict[str, float], coverage: Coverage) -> dict:
     """The dataset's ``manifest.json``: where it came from, how it was made, what was kept, how well it fits."""
     count = len(source_frames)
     heldout = max(3, int(round(config.heldout_fraction * count)))
@@ -127,6 +132,7 @@ def _manifest(video: Path, located: LocatedFace, config: PrepareConfig, fit: Fac
         "split": {"train": [0, count - heldout], "heldout": [count - heldout, count]},
         "background": background,
         "quality": _quality(fit, model),
+        "coverage": coverage.to_dict(),
         "timing": timing,
     }
 

@@ -100,6 +100,10 @@ class ControlMap:
         """(F, C) raw measurements -> (F, C) normalised controls."""
         return (raw - self.low) / self.scale
 
+    def raw(self, controls: np.ndarray) -> np.ndarray:
+        """(F, C) normalised controls -> (F, C) raw measurements (the inverse of :meth:`normalise`)."""
+        return self.low + controls * self.scale
+
     def to_code(self, controls: np.ndarray) -> np.ndarray:
         """(..., C) normalised controls -> (..., K) expression code (the video's mean face at ``self.mean``)."""
         return (controls - self.mean) @ self.weights.T

@@ -232,6 +232,14 @@ def _solve_poses(landmarks_px: np.ndarray, camera: PinholeCamera, template: np.n
     return raw, smooth_poses(raw, segments, rate_hz, smoothing)
 
 
+def canonical_landmarks(landmarks_px: np.ndarray, camera_from_head: np.ndarray, camera: PinholeCamera,
+                        template: np.ndarray) -> np.ndarray:
+    """(F, L, 3) tracked landmarks (pixels) -> (F, L, 3) head-frame landmarks, rigid misalignment removed (what the
+    expression codes and the controls are measured on)."""
+    return np.concatenate([points for _, points in _canonical_chunks(landmarks_px, camera_from_head, camera, template,
+                                                                      256)])
+
+
 def _canonical_chunks(landmarks_px: np.ndarray, poses: np.ndarray, camera: PinholeCamera, template: np.ndarray,
                       chunk: int):
     """Yield (start, (n, L, 3) head-frame landmarks with rigid misalignment removed), a chunk at a time."""
