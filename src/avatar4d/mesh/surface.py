@@ -228,5 +228,5 @@ def vertex_colors(field: RadianceField, frames: Conditioning, vertices: np.ndarr
         part = points[start:start + chunk]
         _, rgb = field(part, direction.expand(part.shape[0], 3), part.new_zeros(part.shape[0], dtype=torch.long),
                        frames)
-        colors.append(to_uint8(rgb))
+        colors.append(to_uint8(rgb[:, :3]))  # the colour, not the features an upsampler reads
     return np.concatenate(colors)
