@@ -7,8 +7,16 @@ import math
 import pytest
 import torch
 
+from avatar4d.evaluation.lpips import load_lpips
 from avatar4d.render.compositing import composite
-from avatar4d.training.losses import LossConfig, face_depth_loss, landmark_depth_loss, psnr_from_mse, training_loss
+from avatar4d.training.losses import (
+    LossConfig,
+    face_depth_loss,
+    landmark_depth_loss,
+    patch_loss,
+    psnr_from_mse,
+    training_loss,
+)
 
 
 @pytest.mark.parametrize("mse", [1.0, 0.1, 0.01, 2.5e-4, 1e-9])
@@ -37,7 +45,8 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     tv = (torch.tensor(0.7), torch.tensor(0.2))
     latents = torch.randn(4, 8, generator=gen)
     config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002, landmark_depth=0.004)
-    terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config, torch.tensor(2.5))
+    terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config, torch.tensor(2.5),
+                          torch.tensor(0.125))
     rgb_mse = float(((rgb - target) ** 2).mean())
     mask = float(((opacity - target_opacity) ** 2).mean())
     latent = float((latents ** 2).sum(1).mean())
@@ -45,9 +54,24 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     assert float(terms.mask) == pytest.approx(mask)
     assert float(terms.tv) == pytest.approx(0.01 * 0.7 + 0.05 * 0.2)
     assert float(terms.latent) == pytest.approx(latent)
+    assert float(terms.patch) == pytest.approx(0.125)  # the upsampler's patch loss comes weighted already
     assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent
-                                               + 0.004 * 2.5)
-    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth"}
+                                               + 0.004 * 2.5 + 0.125)
+    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth", "patch"}
+
+
+def test_the_patch_loss_is_weighted_l1_and_mask_error_and_perceptual_distance():
+    gen = torch.Generator().manual_seed(2)
+    rgb, target = torch.rand(1, 3, 40, 40, generator=gen), torch.rand(1, 3, 40, 40, generator=gen)
+    alpha, mask = torch.rand(1, 1, 40, 40, generator=gen), torch.rand(1, 1, 40, 40, generator=gen)
+    config = LossConfig(mask=0.3, patch_l1=0.2, patch_perceptual=0.5)
+    pixels = 0.2 * float((rgb - target).abs().mean()) + 0.3 * float((alpha - mask).square().mean())
+    assert float(patch_loss(rgb, target, alpha, mask, config, None)) == pytest.approx(pixels)
+    model, reason = load_lpips(allow_download=False)
+    if model is None:
+        pytest.skip(f"LPIPS weights not cached here: {reason}")
+    distance = float(model(rgb, target)[0])
+    assert float(patch_loss(rgb, target, alpha, mask, config, model)) == pytest.approx(pixels + 0.5 * distance)
 
 
 def test_landmark_depth_loss_is_the_weighted_squared_distance_from_the_landmark():
