@@ -25,7 +25,8 @@ from avatar4d.video import iter_frames, probe_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-SIZE = 64
+SIZE = 256
+"""The avatar's native size, what render writes by default: the prepared clip's, through the upsampler."""
 CODEC_TOLERANCE = 5.0
 """Mean absolute difference (0..255) allowed between a frame as rendered and as decoded from the H.264 file (crf 18,
 yuv420p: at 64 px the halved colour resolution alone costs 3.4 to 4.0; two turned views differ by 6 to 15)."""
@@ -33,7 +34,9 @@ yuv420p: at 64 px the halved colour resolution alone costs 3.4 to 4.0; two turne
 
 @pytest.fixture(scope="module")
 def avatar(trained_avatar: Path):
-    return load_avatar(trained_avatar)
+    avatar = load_avatar(trained_avatar)
+    assert avatar.native_size == SIZE
+    return avatar
 
 
 def read_video(path: Path) -> list[np.ndarray]:

@@ -35,7 +35,7 @@ def rendered(avatar, camera_from_head: np.ndarray, code: np.ndarray, size: int) 
 
 
 def mean_psnr(avatar, poses: np.ndarray, codes: np.ndarray, targets: list[torch.Tensor]) -> float:
-    size = avatar.image_size
+    size = avatar.native_size
     scores = [psnr(avatar.render(pose, code, size=size).rgb.reshape(size, size, 3).float(), target)
               for pose, code, target in zip(poses, codes, targets)]
     return float(np.mean(scores))
@@ -46,7 +46,7 @@ def test_driving_an_avatar_with_its_own_video_gives_back_its_frames_better_than_
     avatar, track, result = drive(trained_avatar, face_video)
     assert not result.held.any()
     dataset = load_dataset(prepared_dataset)
-    size = avatar.image_size
+    size = avatar.native_size  # what reenact writes: the video's resolution, through the upsampler
     position = {int(source): p for p, source in enumerate(result.source_frames)}
     rows = np.array([position[int(source)] for source in avatar.frames.source_frames])
     codes, poses = result.codes[rows], result.camera_from_head[rows]
@@ -146,7 +146,7 @@ def test_one_frame_of_a_reenactment_is_a_png_of_the_driver_beside_the_avatar(tra
     out = tmp_path / "still.png"
     result = reenact(trained_avatar, driver_video, out, frame=7, max_frames=12)
     avatar = load_avatar(trained_avatar)
-    size = avatar.image_size
+    size = avatar.native_size  # the default output size: the video's own
     image = read_png(out)
     assert image.shape == (size, 2 * size, 3) and result.output == out
     np.testing.assert_array_equal(image[:, size:], rendered(avatar, result.camera_from_head[7], result.codes[7], size))
@@ -227,7 +227,7 @@ def test_frames_where_the_drivers_face_is_lost_hold_the_last_good_expression_and
     first_held = int(np.argmax(held))
     out = tmp_path / "held.png"
     reenact(trained_avatar, face_then_no_face_video, out, frame=first_held + 5, transfer="residuals")
-    size = avatar.image_size
+    size = avatar.native_size
     np.testing.assert_array_equal(read_png(out)[:, size:], rendered(avatar, result.camera_from_head[first_held - 1],
                                                                      result.codes[first_held - 1], size))
 

@@ -168,15 +168,18 @@ def test_a_cancelled_render_stops_at_the_next_chunk_and_an_uncancelled_one_is_th
 
     pose = avatar.frames.mean_camera_from_head
     code = avatar.frames.codes[5]
-    size = 160  # more rays than one chunk of the preview preset
+    size = 160  # one ray per pixel: more rays than one chunk of the preview preset
     chunks = -(-size * size // avatar.config.renderer.chunk_rays)
     asked = []
-    whole = avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) and False)
+    whole = avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) and False, direct=True)
     assert len(asked) == chunks
-    torch.testing.assert_close(whole, avatar.render_image(pose, code, size), rtol=0, atol=0)
+    torch.testing.assert_close(whole, avatar.render_image(pose, code, size, direct=True), rtol=0, atol=0)
     assert chunks > 1
     asked.clear()
-    if True:
-        with pytest.raises(RenderCancelled):
-            avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) or len(asked) > 1)
-        assert len(asked) == 2, "stops at the first chunk boundary after being told"
+    with pytest.raises(RenderCancelled):
+        avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) or len(asked) > 1, direct=True)
+    assert len(asked) == 2, "stops at the first chunk boundary after being told"
+    asked.clear()  # through the upsampler: its rays (a quarter of the side) are asked about in the same way
+    with pytest.raises(RenderCancelled):
+        avatar.render_image(pose, code, size, cancelled=lambda: asked.append(1) or True)
+    assert len(asked) == 1
