@@ -14,12 +14,10 @@ marching against every sample) so that speed is never bought with quality unnoti
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
-from stages import run_child
+from stages import run_child, save_table
 
 LEVER = """
 import dataclasses, time, numpy as np, torch
@@ -109,15 +107,11 @@ def main() -> None:
     work = Path(__file__).parent / "work"
     work.mkdir(exist_ok=True)
     rows = [row for avatar in options.avatars for row in measure(avatar, options.sizes, options.frames, work)]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     machine = rows[0]["machine"]
-    text = (f"# Render levers, {stamp}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, torch "
-            f"{machine['torch']} ({machine['torch_threads']} threads), Python {platform.python_version()}. "
-            f"Median over {options.frames} frames, each with a new expression and head pose.\n\n"
-            + table(rows, options.sizes) + "\n")
-    options.out.mkdir(exist_ok=True)
-    (options.out / f"{stamp}-render-levers.json").write_text(json.dumps(rows, indent=1))
-    (options.out / f"{stamp}-render-levers.md").write_text(text)
+    preamble = (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+                f"({machine['torch_threads']} threads), Python {platform.python_version()}. Median over "
+                f"{options.frames} frames, each with a new expression and head pose.")
+    text = save_table(options.out, "render-levers", "Render levers", preamble, table(rows, options.sizes), rows)
     print(text)
 
 
