@@ -98,3 +98,20 @@ def test_decoder_starts_almost_empty_with_colours_in_range():
     # zero features: the hidden layer is relu(bias); the density is exp(w . h - 2), the same for every point
     assert (density > 0).all() and torch.allclose(density, density[:1].expand(5))
     assert ((rgb > 0) & (rgb < 1)).all()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_rendering_path_equals_the_training_path_with_a_shared_frame_bias(layers):
+    """Without gradients the decoder folds one frame's bias into the first layer and computes density and colour in one
+    product: the same values as the per-point path that training differentiates."""
+    torch.manual_seed(3)
+    decoder = Decoder(20, 8, DecoderConfig(hidden=32, layers=layers, sh_degree=1, feature_channels=5))
+    features = torch.randn(300, 20)
+    directions = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
+    bias = decoder.frame_bias(torch.randn(1, 8))
+    density, colour = decoder(features, bias.expand(300, -1), directions)
+    with torch.no_grad():
+        fast_density, fast_colour = decoder(features, bias[0], directions)
+    torch.testing.assert_close(fast_density, density.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_colour, colour.detach(), rtol=1e-5, atol=1e-6)
+    assert fast_colour.shape == (300, 8)

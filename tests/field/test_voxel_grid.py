@@ -9,10 +9,8 @@ import torch.nn.functional as F
 
 from avatar4d.field.voxel_grid import (
     VoxelGrid,
-    channels_first,
     corner_indices_and_weights,
     grid_shape_for_box,
-    sample_volume,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
@@ -133,13 +131,27 @@ def test_voxel_grid_module_equals_grid_sample():
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_sample_volume_equals_the_gather(shape):
+def test_the_gather_without_gradients_equals_grid_sample_and_the_gather_with_them(shape):
     gen = torch.Generator().manual_seed(7 + sum(shape))
-    table = torch.randn(grid_cells(shape), 4, generator=gen, dtype=torch.float64)
+    table = torch.randn(grid_cells(shape), 4, generator=gen, dtype=torch.float64, requires_grad=True)
     coords = awkward_points(shape, gen)
     indices, weights = corner_indices_and_weights(coords, shape)
-    torch.testing.assert_close(sample_volume(channels_first(table, shape), coords),
-                               trilinear_gather(table, indices, weights))
+    with torch.no_grad():  # the rendering path (one embedding_bag)
+        fast = trilinear_gather(table, indices, weights)
+    torch.testing.assert_close(fast, grid_sample_reference(table.detach(), shape, coords))
+    torch.testing.assert_close(fast, trilinear_gather(table, indices, weights).detach())
+
+
+def test_corner_columns_follow_the_documented_order():
+    shape = (4, 5, 6)
+    coords = torch.tensor([[-1.0, -1.0, -1.0], [0.1, -0.3, 0.55]])
+    indices, weights = corner_indices_and_weights(coords, shape)
+    assert indices[0].tolist() == [(dx * 5 + dy) * 6 + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
+    continuous = (coords[1] + 1) * 0.5 * (torch.tensor(shape) - 1)
+    frac = continuous - continuous.floor()
+    expected = [(frac[0] if dx else 1 - frac[0]) * (frac[1] if dy else 1 - frac[1]) * (frac[2] if dz else 1 - frac[2])
+                for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
+    torch.testing.assert_close(weights[1], torch.stack(expected))
 
 
 def test_the_voxel_grid_reads_the_same_with_and_without_gradients_and_follows_its_updates():
@@ -150,7 +162,7 @@ def test_the_voxel_grid_reads_the_same_with_and_without_gradients_and_follows_it
         before = grid(coords)
     torch.testing.assert_close(before, grid(coords).detach())
     with torch.no_grad():
-        grid.table.add_(1.0)  # an optimiser step changes the table in place: the cached volume must follow
+        grid.table.add_(1.0)  # an optimiser step changes the table in place
         torch.testing.assert_close(grid(coords), before + 1.0)
 
 

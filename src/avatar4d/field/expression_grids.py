@@ -15,9 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from avatar4d.field.voxel_grid import (
-    channels_first,
     corner_indices_and_weights,
-    sample_volume,
     sampled_total_variation,
     total_variation,
     trilinear_gather,
@@ -106,6 +104,9 @@ class ExpressionGrids(nn.Module):
         mixed = torch.einsum("fk,kpc->fpc", codes, self.tables)
         return mixed * self.region_weights[None, :, None]
 
+    def _coords(self, points: Tensor) -> Tensor:
+        return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
+
     def features(self, mixed: Tensor, points: Tensor, frame_ids: Tensor) -> Tensor:
         """Motion features of points; exactly zero outside the region box.
 
@@ -117,17 +118,18 @@ class ExpressionGrids(nn.Module):
         Returns:
             (N, C).
         """
-        coords = (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
+        coords = self._coords(points)
         inside = (coords.abs() <= 1.0).all(-1)
+        table = mixed.reshape(-1, mixed.shape[-1])
+        offsets = frame_ids * mixed.shape[1] if mixed.shape[0] > 1 else None
+        if not (torch.is_grad_enabled() and mixed.requires_grad):  # rendering: every point, outside ones weighted 0
+            corners, weights = corner_indices_and_weights(coords, self.shape)
+            return trilinear_gather(table, corners, weights * inside[:, None], offsets)
         out = points.new_zeros(points.shape[0], mixed.shape[-1])
         if inside.any():
             index = inside.nonzero().squeeze(1)
-            if mixed.shape[0] == 1 and not (torch.is_grad_enabled() and mixed.requires_grad):
-                values = sample_volume(channels_first(mixed[0], self.shape), coords[index])
-            else:
-                corners, weights = corner_indices_and_weights(coords[index], self.shape)
-                values = trilinear_gather(mixed.reshape(-1, mixed.shape[-1]), corners, weights,
-                                          frame_ids[index] * mixed.shape[1])
+            corners, weights = corner_indices_and_weights(coords[index], self.shape)
+            values = trilinear_gather(table, corners, weights, offsets[index] if offsets is not None else None)
             out = out.index_copy(0, index, values)
         return out
 

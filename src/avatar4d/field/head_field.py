@@ -186,7 +186,9 @@ class HeadField(nn.Module):
         features = self.canonical(self.normalise(points))
         if self.expression is not None and frames.mixed is not None:
             features = torch.cat([features, self.expression.features(frames.mixed, points, frame_ids)], -1)
-        bias = frames.frame_bias[frame_ids] if frames.frame_bias is not None else None
+        bias = None
+        if frames.frame_bias is not None:  # one frame's bias is shared by every point (no per-point copy)
+            bias = frames.frame_bias[0] if frames.frame_bias.shape[0] == 1 else frames.frame_bias[frame_ids]
         return features, bias
 
     def forward(self, points: Tensor, directions: Tensor, frame_ids: Tensor,

@@ -74,25 +74,35 @@ class Decoder(nn.Module):
 
         Args:
             features: (N, C_in) grid features.
-            frame_bias: (N, hidden) the point's frame bias, or None.
+            frame_bias: (N, hidden) each point's frame bias, (hidden,) one shared by all, or None.
             directions: (N, 3) unit view directions, head frame.
 
         Returns:
             (N,) density per metre and (N, 3 + feature_channels) colour (and features) in [0, 1].
         """
         h = self._hidden(features, frame_bias)
-        density = trunc_exp(self.density(h).squeeze(-1))
-        rgb = torch.sigmoid(self.color(torch.cat([h, spherical_harmonics(directions, self.config.sh_degree)], -1)))
-        return density, rgb
+        harmonics = spherical_harmonics(directions, self.config.sh_degree)
+        if torch.is_grad_enabled():
+            density = trunc_exp(self.density(h).squeeze(-1))
+            return density, torch.sigmoid(self.color(torch.cat([h, harmonics], -1)))
+        # rendering: both outputs from one product with h, and the view term added without copying h beside it
+        hidden = self.config.hidden
+        weight = torch.cat([self.density.weight, self.color.weight[:, :hidden]])
+        out = torch.addmm(torch.cat([self.density.bias, self.color.bias]), h, weight.T)
+        rgb = torch.sigmoid(torch.addmm(out[:, 1:], harmonics, self.color.weight[:, hidden:].T))
+        return torch.exp(out[:, 0]), rgb
 
     def density_only(self, features: Tensor, frame_bias: Tensor | None) -> Tensor:
         """(N, C_in) features -> (N,) density (no colour branch)."""
         return trunc_exp(self.density(self._hidden(features, frame_bias)).squeeze(-1))
 
     def _hidden(self, features: Tensor, frame_bias: Tensor | None) -> Tensor:
-        h = self.first(features)
-        if frame_bias is not None:
-            h = h + frame_bias
+        if frame_bias is not None and frame_bias.dim() == 1:  # one frame: fold its bias into the layer's
+            h = torch.addmm(self.first.bias + frame_bias, features, self.first.weight.T)
+        else:
+            h = self.first(features)
+            if frame_bias is not None:
+                h = h + frame_bias
         h = torch.relu(h)
         for layer in self.hidden:
             h = torch.relu(layer(h))
