@@ -28,16 +28,18 @@ def corner_indices_and_weights(coords: Tensor, shape: tuple[int, int, int]) -> t
         (N, 8) int64 indices and (N, 8) weights that sum to 1; corner ``(dx, dy, dz)`` is column ``4 dx + 2 dy + dz``.
     """
     size = torch.tensor(shape, dtype=coords.dtype, device=coords.device)
-    continuous = (coords.clamp(-1.0, 1.0) + 1.0) * 0.5 * (size - 1)
-    low = torch.minimum(continuous.floor().clamp(min=0), size - 2)
+    half = (size - 1) * 0.5
+    continuous = torch.addcmul(half, coords.clamp(-1.0, 1.0), half)  # in [0, size - 1]
+    low = torch.minimum(continuous.floor(), size - 2)
     frac = continuous - low
-    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=coords.device)
-    base = (low.long() * strides).sum(-1)
-    steps = torch.tensor([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)], device=coords.device)
-    indices = base[:, None] + (steps * strides).sum(-1)
-    along = torch.stack([1 - frac, frac], -1)  # (N, 3, 2): weight of the lower and upper vertex per axis
-    weights = along[:, 0, :, None, None] * along[:, 1, None, :, None] * along[:, 2, None, None, :]
-    return indices, weights.reshape(-1, 8)
+    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], dtype=coords.dtype, device=coords.device)
+    base = (low @ strides).long()  # exact: a float32 holds every integer below 2 ** 24 cells
+    steps = torch.tensor([(dx * shape[1] + dy) * shape[2] + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)],
+                         device=coords.device)
+    fx, fy, fz = frac.T.contiguous()
+    gx, gy, gz = 1 - fx, 1 - fy, 1 - fz
+    xy = torch.stack([gx * gy, gx * fy, fx * gy, fx * fy], -1)
+    return base[:, None] + steps, torch.stack([xy * gz[:, None], xy * fz[:, None]], -1).reshape(-1, 8)
 
 
 class _TrilinearGather(torch.autograd.Function):

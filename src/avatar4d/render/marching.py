@@ -79,11 +79,13 @@ class OccupancyGrid(nn.Module):
 
     def cell_index(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame points -> (N,) flat cell index (points outside are clamped to the border cells)."""
-        size = torch.tensor(self.shape, device=points.device)
-        unit = (points - self.box_min) / (self.box_max - self.box_min)
-        cell = (unit * size).long()
-        cell = torch.minimum(cell.clamp(min=0), size - 1)
-        return (cell[:, 0] * self.shape[1] + cell[:, 1]) * self.shape[2] + cell[:, 2]
+        size = torch.tensor(self.shape, dtype=points.dtype, device=points.device)
+        scale = size / (self.box_max - self.box_min)
+        cell = torch.addcmul(-self.box_min * scale, points, scale)  # in cells from the lower corner
+        cell = torch.minimum(cell.clamp(min=0.0), size - 1).floor()
+        strides = torch.tensor([self.shape[1] * self.shape[2], self.shape[2], 1], dtype=points.dtype,
+                               device=points.device)
+        return (cell @ strides).long()  # exact below 2 ** 24 cells
 
     def query(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame points -> (N,) bool occupied."""

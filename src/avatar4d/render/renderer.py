@@ -113,7 +113,7 @@ def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame
     near, far, hit = intersect_box(origins, directions, field.box_min, field.box_max)
     distances, deltas = stratified_samples(near, far, config.samples_per_ray, generator)
     count, samples = distances.shape
-    points = origins[:, None, :] + distances[..., None] * directions[:, None, :]
+    points = torch.addcmul(origins[:, None, :], distances[..., None], directions[:, None, :])
     keep = hit[:, None].expand(count, samples)
     if occupancy is not None and config.skip_empty_space:
         keep = keep & occupancy.query(points.reshape(-1, 3)).view(count, samples)
@@ -151,6 +151,8 @@ def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: 
     count, samples = distances.shape
     group = max(1, config.march_group)
     channels = field.channels
+    flat_points, flat_keep = points.reshape(-1, 3), keep.reshape(-1)
+    columns = torch.arange(group, device=points.device)
     rgb, transmittance = points.new_zeros(count, channels), points.new_ones(count)
     depth, second = points.new_zeros(count), points.new_zeros(count)
     alive = keep.any(1).nonzero().squeeze(1)
@@ -160,23 +162,26 @@ def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: 
             break
         width = min(group, samples - start)
         window = slice(start, start + width)
-        flat = keep[alive, window].reshape(-1).nonzero().squeeze(1)
-        density = points.new_zeros(alive.numel() * width)
-        color = points.new_zeros(alive.numel() * width, channels)
+        ids = (alive[:, None] * samples + (start + columns[:width])).reshape(-1)  # (A * width,) flat sample ids
+        flat = flat_keep[ids].nonzero().squeeze(1)
+        density = points.new_zeros(ids.numel())
+        color = points.new_zeros(ids.numel(), channels)
         if flat.numel():
-            rows = alive[torch.div(flat, width, rounding_mode="floor")]
-            columns = start + flat % width
-            sample_density, sample_color = field(points[rows, columns], directions[rows], frame_ids[rows], frames)
-            density, color = density.index_copy(0, flat, sample_density), color.index_copy(0, flat, sample_color)
+            chosen = ids[flat]
+            rows = torch.div(chosen, samples, rounding_mode="floor")
+            sample_density, sample_color = field(flat_points[chosen], directions[rows], frame_ids[rows], frames)
+            density.index_copy_(0, flat, sample_density)
+            color.index_copy_(0, flat, sample_color)
             evaluated += int(flat.numel())
         part = composite(density.view(-1, width), color.view(-1, width, channels), deltas[alive, window],
                          distances[alive, window])
         light = transmittance[alive]
-        rgb[alive] += light[:, None] * part.rgb
-        depth[alive] += light * part.depth
-        second[alive] += light * part.depth_second_moment
-        transmittance[alive] = light * (1.0 - part.opacity)
-        alive = alive[transmittance[alive] > config.min_transmittance]
+        rgb.index_add_(0, alive, part.rgb * light[:, None])
+        depth.index_add_(0, alive, part.depth * light)
+        second.index_add_(0, alive, part.depth_second_moment * light)
+        remaining = light * (1.0 - part.opacity)
+        transmittance.index_copy_(0, alive, remaining)
+        alive = alive[remaining > config.min_transmittance]
     return Composite(rgb=rgb, opacity=1.0 - transmittance, weights=points.new_zeros(count, 0), depth=depth,
                      depth_second_moment=second), evaluated
 
