@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -72,6 +73,12 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("box_max", box_max.clone().float())
         self.register_buffer("density", torch.full((grid_cells(self.shape),), float("inf")))
         self.register_buffer("occupied", torch.ones(grid_cells(self.shape), dtype=torch.bool))
+
+    @classmethod
+    def with_cell_size(cls, box_min: Tensor, box_max: Tensor, cell_m: float) -> OccupancyGrid:
+        """A grid over the box with cells of (at least) ``cell_m`` metres a side, every cell occupied."""
+        extent = (box_max - box_min).tolist()
+        return cls(box_min, box_max, tuple(max(2, math.ceil(e / cell_m)) for e in extent))
 
     @property
     def occupied_fraction(self) -> float:

@@ -52,7 +52,10 @@ class TrainConfig:
     """Composite the scene plate at the end of every ray and fit opacity to the head mask (off: black backdrop,
     no mask loss; the field must explain everything)."""
     occupancy_cell_m: float = 0.01
-    """Edge of an occupancy cell, metres."""
+    """Edge of an occupancy cell during training, metres."""
+    render_occupancy_cell_m: float = 0.005
+    """Edge of a cell of the occupancy grid saved with the avatar, for rendering (refined once, at the end of
+    training: 5 mm cells leave a fifth fewer samples to evaluate than 1 cm ones, for the same picture)."""
     occupancy_threshold: float = 2.0
     """Density (per metre) above which a cell is occupied (about 1% opacity over 5 mm)."""
     occupancy_every: int = 16

@@ -150,9 +150,7 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     geometry = field_geometry(model.template, config.field)
     train_indices = dataset.train_indices
     head = HeadField(config.field, geometry, model.num_components, len(train_indices), model.template, generator)
-    extent = np.array(geometry.box_max) - np.array(geometry.box_min)
-    occupancy_shape = tuple(max(2, int(math.ceil(e / config.occupancy_cell_m))) for e in extent)
-    occupancy = OccupancyGrid(head.box_min, head.box_max, occupancy_shape)
+    occupancy = OccupancyGrid.with_cell_size(head.box_min, head.box_max, config.occupancy_cell_m)
     groups = [
         {"name": "canonical", "params": [head.canonical.table], "lr": config.optimizer.canonical},
         {"name": "decoder", "params": list(head.decoder.parameters()), "lr": config.optimizer.decoder},
@@ -403,12 +401,15 @@ def _update_occupancy(run: Run) -> None:
 
 @torch.no_grad()
 def _finalise_occupancy(run: Run) -> None:
-    """Occupancy for rendering: the union over frames spread across training (and the most extreme expressions),
-    grown by one cell as a margin for expressions between them."""
+    """Occupancy for rendering, with cells of ``render_occupancy_cell_m`` (finer than training's, so that fewer samples
+    fall in empty space): the union over frames spread across training (and the most extreme expressions), grown by
+    one cell as a margin for expressions between them."""
     count = run.codes.shape[0]
     rows = set(np.linspace(0, count - 1, min(count, 24)).round().astype(int).tolist())
     norms = run.codes.norm(dim=1)
     rows |= set(torch.topk(norms, min(8, count)).indices.tolist())
+    cell_m = min(run.config.render_occupancy_cell_m, run.config.occupancy_cell_m)
+    run.occupancy = OccupancyGrid.with_cell_size(run.field.box_min, run.field.box_max, cell_m).to(run.device)
     run.occupancy.density.fill_(0.0)
     for row in sorted(rows):
         run.occupancy.update(_density_of_frame(run, row), run.config.occupancy_threshold, decay=1.0)
