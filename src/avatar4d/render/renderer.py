@@ -165,21 +165,23 @@ def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: 
         ids = (alive[:, None] * samples + (start + columns[:width])).reshape(-1)  # (A * width,) flat sample ids
         flat = flat_keep[ids].nonzero().squeeze(1)
         density = points.new_zeros(ids.numel())
-        color = points.new_zeros(ids.numel(), channels)
         if flat.numel():
             chosen = ids[flat]
             rows = torch.div(chosen, samples, rounding_mode="floor")
             sample_density, sample_color = field(flat_points[chosen], directions[rows], frame_ids[rows], frames)
             density.index_copy_(0, flat, sample_density)
-            color.index_copy_(0, flat, sample_color)
             evaluated += int(flat.numel())
-        part = composite(density.view(-1, width), color.view(-1, width, channels), deltas[alive, window],
-                         distances[alive, window])
+        # composite the window behind what is in front: weights relative to the light reaching each ray
         light = transmittance[alive]
-        rgb.index_add_(0, alive, part.rgb * light[:, None])
-        depth.index_add_(0, alive, part.depth * light)
-        second.index_add_(0, alive, part.depth_second_moment * light)
-        remaining = light * (1.0 - part.opacity)
+        optical = density.view(-1, width) * deltas[alive, window]
+        ahead = torch.cumsum(optical, 1)
+        weights = torch.exp(optical - ahead) * -torch.expm1(-optical) * light[:, None]  # T before * alpha * light
+        if flat.numel():
+            rgb.index_add_(0, rows, sample_color * weights.view(-1)[flat, None])
+        near = distances[alive, window]
+        depth.index_add_(0, alive, (weights * near).sum(1))
+        second.index_add_(0, alive, (weights * near.square()).sum(1))
+        remaining = light * torch.exp(-ahead[:, -1])
         transmittance.index_copy_(0, alive, remaining)
         alive = alive[remaining > config.min_transmittance]
     return Composite(rgb=rgb, opacity=1.0 - transmittance, weights=points.new_zeros(count, 0), depth=depth,
