@@ -89,10 +89,8 @@ class OccupancyGrid(nn.Module):
         size = torch.tensor(self.shape, dtype=points.dtype, device=points.device)
         scale = size / (self.box_max - self.box_min)
         cell = torch.addcmul(-self.box_min * scale, points, scale)  # in cells from the lower corner
-        cell = torch.minimum(cell.clamp(min=0.0), size - 1).floor()
-        strides = torch.tensor([self.shape[1] * self.shape[2], self.shape[2], 1], dtype=points.dtype,
-                               device=points.device)
-        return (cell @ strides).long()  # exact below 2 ** 24 cells
+        cell = cell.clamp_(min=torch.zeros_like(size), max=size - 1).int()  # >= 0: truncation is the floor
+        return ((cell[:, 0] * self.shape[1] + cell[:, 1]) * self.shape[2] + cell[:, 2]).long()
 
     def query(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame points -> (N,) bool occupied."""
