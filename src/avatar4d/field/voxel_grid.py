@@ -43,15 +43,16 @@ def corner_indices_and_weights(coords: Tensor, shape: tuple[int, int, int]) -> t
 
 
 class _TrilinearGather(torch.autograd.Function):
-    """Weighted sum of 8 table rows per point; the backward scatters straight into the table's gradient (one
-    ``index_add``), without the (N, 8, C) intermediates that autograd would keep and multiply."""
+    """Weighted sum of 8 table rows per point (one ``embedding_bag``: on the CPU 10x faster than a gather and a
+    product, or than a 3D ``grid_sample``); the backward scatters straight into the table's gradient (one
+    ``index_add``, faster than ``embedding_bag``'s own backward), without the (N, 8, C) intermediates that autograd
+    would keep and multiply."""
 
     @staticmethod
     def forward(ctx, table: Tensor, indices: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
-        corners = table.index_select(0, indices.reshape(-1)).view(*indices.shape, table.shape[-1])
         ctx.save_for_backward(indices, weights)
         ctx.table_rows = table.shape[0]
-        return torch.bmm(weights.unsqueeze(1), corners).squeeze(1)
+        return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -80,7 +81,6 @@ def trilinear_gather(table: Tensor, indices: Tensor, weights: Tensor, offsets: T
     weights = weights.to(table.dtype)
     if torch.is_grad_enabled() and table.requires_grad:
         return _TrilinearGather.apply(table, indices, weights)
-    # no gradient (rendering): one fused weighted-sum kernel, 10x faster than the gather or 3D grid_sample on the CPU
     return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
 
 
