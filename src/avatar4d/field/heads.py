@@ -103,7 +103,8 @@ class Decoder(nn.Module):
             h = self.first(features)
             if frame_bias is not None:
                 h = h + frame_bias
-        h = torch.relu(h)
+        relu = torch.relu if torch.is_grad_enabled() else torch.relu_  # in place when nothing keeps h for backward
+        h = relu(h)
         for layer in self.hidden:
-            h = torch.relu(layer(h))
+            h = relu(layer(h))
         return h
