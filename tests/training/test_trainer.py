@@ -147,6 +147,22 @@ def start_and_kill_after_first_checkpoint(dataset: Path, out: Path, config, log_
             child.wait()
 
 
+def test_training_stops_when_the_held_out_probe_plateaus(tmp_path, prepared_dataset, short_train_config):
+    """With probes every half second and a gain no run can make, training stops at the first probe that has an
+    earlier one at the final resolution behind it, logs why, and still writes the avatar."""
+    config = dataclasses.replace(short_train_config, probe_every_s=0.5, plateau_s=1.0, plateau_gain_db=100.0,
+                                 checkpoint_every_steps=0)
+    out = tmp_path / "avatar"
+    train(prepared_dataset, out, config)
+    log = json.loads((out / "training_log.json").read_text())["log"]
+    stops = [entry for entry in log if "stopped" in entry]
+    assert len(stops) == 1 and "plateaued" in stops[0]["stopped"]
+    final_step = round(config.schedule.resolution_starts[-1] * config.schedule.iterations)
+    assert final_step <= stops[0]["step"] < config.schedule.iterations
+    probes = [entry for entry in log if "heldout_psnr" in entry and entry["step"] >= final_step]
+    assert len(probes) >= 2 and (out / "config.json").exists()
+
+
 def test_an_unknown_training_only_option_does_not_stop_rendering(tmp_path, short_trained_avatar):
     """The avatar reads the field's and the renderer's configuration; an option of training alone (from a newer
     version, say) is kept in config.json and changes no pixel."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +65,25 @@ def probe_heldout(probe: HeldoutProbe, field: RadianceField, occupancy: Occupanc
         strip_path.parent.mkdir(exist_ok=True)
         write_png(strip_path, np.concatenate(strips, axis=0))
     return {name: float(np.nanmean([row[name] for row in rows])) for name in PROBE_METRICS}
+
+
+def plateau(log: list[dict], now_s: float, window_s: float, min_gain_db: float, from_step: int = 0) -> str | None:
+    """Whether held-out quality has stopped improving: the best probe PSNR of the last ``window_s`` seconds of
+    training is not ``min_gain_db`` above the best one before them.
+
+    Args:
+        log: the training log; probe entries carry ``step``, ``time_s`` and ``heldout_psnr``.
+        now_s: seconds of training so far.
+        from_step: only probes from this step on count (those at the final resolution).
+
+    Returns:
+        Why training may stop (for the log and the user), or None while it still improves or too few probes tell.
+    """
+    probes = [(entry["time_s"], entry["heldout_psnr"]) for entry in log
+              if "heldout_psnr" in entry and entry["step"] >= from_step and math.isfinite(entry["heldout_psnr"])]
+    earlier = [psnr for time_s, psnr in probes if time_s <= now_s - window_s]
+    recent = [psnr for time_s, psnr in probes if time_s > now_s - window_s]
+    if not earlier or not recent or max(recent) >= max(earlier) + min_gain_db:
+        return None
+    return (f"held-out PSNR has plateaued: best {max(recent):.2f} dB in the last {window_s:g} s of training, "
+            f"{max(earlier):.2f} dB before")

@@ -44,7 +44,7 @@ from avatar4d.training.losses import (
     training_loss,
 )
 from avatar4d.training.presets import PREVIEW
-from avatar4d.training.probe import HeldoutProbe, probe_heldout
+from avatar4d.training.probe import HeldoutProbe, plateau, probe_heldout
 from avatar4d.training.schedule import lr_factor_at, resolution_at
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -244,6 +244,8 @@ def _train_loop(run: Run, work_dir: Path) -> None:
                 strip = work_dir / "previews" / f"step_{run.state.step:06d}.png" if preview else None
                 _probe(run, strip, progress)
                 next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
+                if _plateaued(run):
+                    break
             due = (time.perf_counter() - last_checkpoint >= config.checkpoint_every_s
                    or (config.checkpoint_every_steps and run.state.step % config.checkpoint_every_steps == 0))
             if due and run.state.step < total:
@@ -259,6 +261,20 @@ def _time_is_up(run: Run) -> bool:
     run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
                           "stopped": f"time limit of {limit:g} s"})
     note(f"stopping at the time limit after {run.state.step} of {run.config.schedule.iterations} steps")
+    return True
+
+
+def _plateaued(run: Run) -> bool:
+    """Held-out quality has stopped improving (``config.plateau_s``): log why and say so."""
+    config = run.config
+    if config.plateau_s <= 0:
+        return False
+    final_step = int(round(config.schedule.resolution_starts[-1] * config.schedule.iterations))
+    reason = plateau(run.state.log, run.state.elapsed_s, config.plateau_s, config.plateau_gain_db, final_step)
+    if reason is None:
+        return False
+    run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3), "stopped": reason})
+    note(f"stopping after {run.state.step} of {config.schedule.iterations} steps: {reason}")
     return True
 
 
