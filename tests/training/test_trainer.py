@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -32,7 +33,9 @@ from avatar4d.render.marching import OccupancyGrid
 from avatar4d.render.renderer import render_image
 from avatar4d.render.upsampler import Upsampler, render_upsampled
 from avatar4d.training.checkpoint import TrainingState, save_checkpoint
-from avatar4d.training.trainer import CHECKPOINT, train
+from avatar4d.geometry.triangles import point_mesh_distance
+from avatar4d.tracking.triangulation import face_triangles
+from avatar4d.training.trainer import CHECKPOINT, _build_run, _step_rays, train
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +115,71 @@ def test_the_upsampler_is_trained_on_full_resolution_patches(short_trained_avata
              if "patch" in entry]
     assert len(patch) >= 3 and all(value > 0 for value in patch)
     assert np.mean(patch[-2:]) < np.mean(patch[:2])
+
+
+# --- face depth loss ---------------------------------------------------------------------------------------------
+
+
+def with_face_depth(config, weight: float):
+    return dataclasses.replace(config, loss=dataclasses.replace(config.loss, face_depth=weight))
+
+
+def test_without_the_face_depth_weight_no_targets_are_built_and_no_rays_drawn(prepared_dataset, short_train_config):
+    assert short_train_config.loss.face_depth == 0.0  # the preview preset's default
+    run = _build_run(load_dataset(prepared_dataset), short_train_config)
+    assert run.face_depth is None
+    batch = run.sampler.sample(run.images[32], run.generator)
+    rays = _step_rays(run, run.images[32], batch)
+    assert rays.face_depth_distance is None and rays.face_depth.stop == rays.face_depth.start
+    landmarks = short_train_config.frames_per_batch * short_train_config.landmark_rays_per_frame
+    assert rays.landmarks == slice(batch.num_rays, batch.num_rays + landmarks)
+    assert rays.rays.origins.shape[0] == batch.num_rays + landmarks  # the patch's rays do not train the field here
+
+
+def test_face_depth_rays_follow_the_landmark_rays_and_end_on_their_frames_face(prepared_dataset, short_train_config):
+    config = dataclasses.replace(with_face_depth(short_train_config, 1e-2), face_depth_rays_per_frame=40)
+    dataset = load_dataset(prepared_dataset)
+    run = _build_run(dataset, config)
+    assert run.face_depth is not None and run.face_depth.camera.width == config.face_depth_size
+    assert len(run.face_depth.counts) == len(dataset.train_indices) and (run.face_depth.counts > 0).all()
+    batch = run.sampler.sample(run.images[32], run.generator)
+    rays = _step_rays(run, run.images[32], batch)
+    frames = config.frames_per_batch
+    start = batch.num_rays + frames * config.landmark_rays_per_frame
+    assert rays.face_depth == slice(start, start + frames * 40)
+    assert rays.face_depth_distance.shape == (frames * 40,)
+    assert (rays.rays.background[rays.face_depth] == 0).all()
+    origins, directions = rays.rays.origins[rays.face_depth], rays.rays.directions[rays.face_depth]
+    ends = (origins + rays.face_depth_distance[:, None] * directions).double().numpy()
+    frame_ids = rays.rays.frame_ids[rays.face_depth].numpy()
+    model = dataset.face_model
+    triangles = face_triangles(model.template)
+    for position, row in enumerate(batch.frame_rows.tolist()):
+        index = dataset.train_indices[row]
+        head = model.landmarks(dataset.tracking.expression[index][None].astype(np.float64))[0, :468]
+        distance, _ = point_mesh_distance(ends[frame_ids == position], head, triangles)
+        assert (frame_ids == position).sum() == 40 and distance.max() < 1e-5  # metres
+
+
+def test_a_short_run_with_the_face_depth_loss_logs_a_finite_term_in_the_total(tmp_path, prepared_dataset,
+                                                                              short_train_config, one_torch_thread):
+    config = dataclasses.replace(with_face_depth(short_train_config, 1e-2), evaluations=1, checkpoint_every_steps=0,
+                                 schedule=dataclasses.replace(short_train_config.schedule, iterations=30))
+    out = train(prepared_dataset, tmp_path / "avatar", config)
+    steps = [entry for entry in json.loads((out / "training_log.json").read_text())["log"] if "total" in entry]
+    assert len(steps) == 3
+    for entry in steps:
+        assert math.isfinite(entry["face_depth"]) and entry["face_depth"] > 0
+        others = (entry["rgb"] + config.loss.mask * entry["mask"] + entry["tv"] + config.loss.latent * entry["latent"]
+                  + config.loss.landmark_depth * entry["depth"] + entry["patch"])
+        assert entry["total"] == pytest.approx(others + config.loss.face_depth * entry["face_depth"], rel=1e-5)
+    assert json.loads((out / "config.json").read_text())["train"]["loss"]["face_depth"] == 1e-2
+
+
+def test_a_run_without_the_face_depth_weight_logs_a_zero_term(short_trained_avatar):
+    steps = [entry for entry in json.loads((short_trained_avatar / "training_log.json").read_text())["log"]
+             if "total" in entry]
+    assert steps and all(entry["face_depth"] == 0.0 for entry in steps)
 
 
 # --- resuming ----------------------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ class TrainConfig:
     rays_per_frame: int = 1024
     landmark_rays_per_frame: int = 64
     """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
+    face_depth_rays_per_frame: int = 256
+    """Extra rays per frame through the face model's surface rasterised into the frame, for the face depth loss
+    (drawn only where ``loss.face_depth`` > 0)."""
+    face_depth_size: int = 128
+    """Pixels per side at which the face depth targets are rasterised (their rays pass through these pixels'
+    centres, whatever the schedule's resolution)."""
     patch_blocks: int = 32
     """Rays per side of the full-resolution training patch (with an upsampler; the patch is ``patch_blocks *
     upsampler.factor`` pixels square)."""

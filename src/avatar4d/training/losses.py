@@ -51,10 +51,11 @@ class LossTerms:
     tv: Tensor
     latent: Tensor
     depth: Tensor
+    face_depth: Tensor
     patch: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        names = ("total", "rgb", "mask", "tv", "latent", "depth", "patch")
+        names = ("total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch")
         return {k: float(getattr(self, k).detach()) for k in names}
 
 
@@ -95,7 +96,7 @@ def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity:
 
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
                   latents: Tensor | None, config: LossConfig, depth: Tensor | None = None,
-                  patch: Tensor | None = None) -> LossTerms:
+                  patch: Tensor | None = None, face_depth: Tensor | None = None) -> LossTerms:
     """Combine the loss terms.
 
     Args:
@@ -105,6 +106,7 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         latents: (F, D) the batch's latent codes, or None.
         depth: the landmark depth loss, or None.
         patch: the upsampler's patch loss (already weighted), or None.
+        face_depth: :func:`face_depth_loss` (unweighted), or None.
     """
     rgb_loss = torch.mean((rgb - target_rgb) ** 2)
     mask_loss = torch.mean((opacity - target_opacity) ** 2)
@@ -112,10 +114,13 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
     latent_loss = latents.square().sum(-1).mean() if latents is not None and latents.numel() else rgb.new_zeros(())
     depth_loss = depth if depth is not None else rgb.new_zeros(())
     patch_term = patch if patch is not None else rgb.new_zeros(())
+    face_depth_term = face_depth if face_depth is not None else rgb.new_zeros(())
     total = rgb_loss + config.mask * mask_loss + tv_loss + config.latent * latent_loss \
         + config.landmark_depth * depth_loss + patch_term
+    if face_depth is not None:
+        total = total + config.face_depth * face_depth_term
     return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss,
-                     patch=patch_term)
+                     face_depth=face_depth_term, patch=patch_term)
 
 
 def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float) -> Tensor:

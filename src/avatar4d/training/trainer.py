@@ -20,6 +20,7 @@ import torch
 from avatar4d.atomic import atomic_directory, partial_path, write_json_atomic
 from avatar4d.avatar import save_avatar
 from avatar4d.configs import to_dict
+from avatar4d.dataset.face_depth import FaceDepthTargets, face_depth_targets, sample_face_depth
 from avatar4d.dataset.layout import PreparedDataset, load_dataset
 from avatar4d.dataset.rays import PatchRays, RayBatch
 from avatar4d.dataset.sampling import FrameImages, LandmarkTargets, RaySampler, landmark_targets, load_frame_images
@@ -38,6 +39,7 @@ from avatar4d.training.curves import plot_training_curve
 from avatar4d.training.losses import (
     LossConfig,
     LossTerms,
+    face_depth_loss,
     landmark_depth_loss,
     patch_loss,
     psnr_from_mse,
@@ -71,6 +73,9 @@ class Run:
     """(F_train, K) training frames' expression codes, on the run's device."""
     landmarks: LandmarkTargets | None
     """Where the face model puts the training frames' landmarks (None without the landmark depth loss)."""
+    face_depth: FaceDepthTargets | None
+    """The face model's surface in the training frames, at ``config.face_depth_size`` px (None without the face
+    depth loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
     """CPU generator of every random draw (so a run is reproducible on any device)."""
@@ -169,6 +174,8 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     codes = torch.from_numpy(dataset.tracking.expression[train_indices]).float().to(device)
     landmarks = (landmark_targets(dataset, train_indices)
                  if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
+    face_depth = (face_depth_targets(dataset, train_indices, config.face_depth_size)
+                  if config.loss.face_depth > 0 and config.face_depth_rays_per_frame > 0 else None)
     head.to(device)
     occupancy.to(device)
     if upsampler is not None:
@@ -178,6 +185,7 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, upsampler=upsampler,
                perceptual=perceptual, optimizer=optimizer,
                base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes, landmarks=landmarks,
+               face_depth=face_depth,
                probe=HeldoutProbe.from_dataset(dataset, config.schedule.resolutions[-1], config.heldout_probe_frames),
                generator=generator)
 
@@ -280,39 +288,51 @@ def _plateaued(run: Run) -> bool:
 
 @dataclass
 class _StepRays:
-    """A step's rays: the batch's, then the landmarks' (for the depth loss), then the patch's (for the upsampler)."""
+    """A step's rays: the batch's, then the landmarks' (for the landmark depth loss), then the face surface's (for the
+    face depth loss), then the patch's (for the upsampler)."""
 
     rays: RayBatch
     """All of them, on the run's device (targets are the batch's only)."""
     colour: slice
     landmarks: slice
     landmark_distance: torch.Tensor | None
+    face_depth: slice
+    face_depth_distance: torch.Tensor | None
+    """(R_d,) the face surface's distance along each face depth ray, metres, on the run's device."""
     patch: slice
     patch_targets: PatchRays | None
 
 
 def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
-    """The batch's rays with the landmark rays and the patch rays appended (each behind a black backdrop)."""
-    parts, distance, patch = [batch], None, None
+    """The batch's rays with the landmark rays, the face depth rays and the patch rays appended (each behind a black
+    backdrop)."""
+    parts, distance, surface_distance, patch = [batch], None, None, None
     if run.landmarks is not None:
         landmark_rays = run.sampler.sample_landmarks(run.landmarks, images.camera, batch.frame_rows,
                                                      run.config.landmark_rays_per_frame, run.generator)
         parts.append(landmark_rays)
         distance = landmark_rays.distance.to(run.device)
+    landmark_end = sum(part.origins.shape[0] for part in parts)
+    if run.face_depth is not None:
+        surface_rays = sample_face_depth(run.face_depth, run.sampler.head_from_camera, batch.frame_rows,
+                                         run.config.face_depth_rays_per_frame, run.generator)
+        parts.append(surface_rays)
+        surface_distance = surface_rays.distance.to(run.device)
+    face_depth_end = sum(part.origins.shape[0] for part in parts)
     if run.upsampler is not None:
         patch = run.sampler.sample_patch(run.images[run.dataset.size], batch.frame_rows, run.config.patch_blocks,
                                          run.config.upsampler.factor, run.generator).to(run.device)
         if run.config.patch_trains_field:
             parts.append(patch)
-    colour_end = batch.num_rays
-    landmark_end = colour_end + (parts[1].origins.shape[0] if run.landmarks is not None else 0)
     rays = dataclasses.replace(
         batch, origins=torch.cat([part.origins for part in parts]),
         directions=torch.cat([part.directions for part in parts]),
         frame_ids=torch.cat([part.frame_ids for part in parts]),
         background=torch.cat([batch.background] + [torch.zeros_like(part.origins) for part in parts[1:]]))
-    return _StepRays(rays=rays.to(run.device), colour=slice(0, colour_end), landmarks=slice(colour_end, landmark_end),
-                     landmark_distance=distance, patch=slice(landmark_end, None), patch_targets=patch)
+    return _StepRays(rays=rays.to(run.device), colour=slice(0, batch.num_rays),
+                     landmarks=slice(batch.num_rays, landmark_end), landmark_distance=distance,
+                     face_depth=slice(landmark_end, face_depth_end), face_depth_distance=surface_distance,
+                     patch=slice(face_depth_end, None), patch_targets=patch)
 
 
 def _upsampled_patch_loss(run: Run, output: RenderOutput, rays: _StepRays, frames, occupancy: OccupancyGrid | None,
@@ -359,11 +379,16 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
         extra = step_rays.landmarks
         depth = landmark_depth_loss(output.depth[extra], output.depth_second_moment[extra], output.opacity[extra],
                                     step_rays.landmark_distance, config.loss.landmark_depth_sigma_m)
+    surface = None
+    if step_rays.face_depth_distance is not None and step_rays.face_depth_distance.numel() > 0:
+        extra = step_rays.face_depth
+        surface = face_depth_loss(output.depth[extra], output.opacity[extra], step_rays.face_depth_distance,
+                                  config.loss.face_depth_sigma_m)
     patch = (_upsampled_patch_loss(run, output, step_rays, frames, run.occupancy if skip else None, loss_config)
              if step_rays.patch_targets else None)
     terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
                           run.field.total_variation(config.loss.tv_samples, run.generator),
-                          batch_latents if config.field.use_latent_code else None, loss_config, depth, patch)
+                          batch_latents if config.field.use_latent_code else None, loss_config, depth, patch, surface)
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
