@@ -106,6 +106,16 @@ def test_training_writes_every_output_and_leaves_no_checkpoint(short_trained_ava
     assert log["training_seconds"] > 0 and log["machine"]["cores"] >= 1
 
 
+def test_the_saved_occupancy_grid_is_refined_for_rendering(short_trained_avatar, short_train_config):
+    """Training skips space on 1 cm cells; the avatar keeps a grid of ``render_occupancy_cell_m`` cells, occupied
+    wherever the field is (a render through it covers the head as the training grid did)."""
+    avatar = load_avatar(short_trained_avatar)
+    cell_m = min(short_train_config.render_occupancy_cell_m, short_train_config.occupancy_cell_m)
+    expected = OccupancyGrid.with_cell_size(avatar.field.box_min, avatar.field.box_max, cell_m)
+    assert avatar.occupancy.shape == expected.shape
+    assert 0.0 < avatar.occupancy.occupied_fraction < 1.0
+
+
 def test_the_upsampler_is_trained_on_full_resolution_patches(short_trained_avatar, short_train_config):
     assert short_train_config.upsampler.factor == 4  # the preview preset's
     avatar = load_avatar(short_trained_avatar)

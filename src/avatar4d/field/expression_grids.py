@@ -122,9 +122,6 @@ class ExpressionGrids(nn.Module):
         inside = (coords.abs() <= 1.0).all(-1)
         table = mixed.reshape(-1, mixed.shape[-1])
         offsets = frame_ids * mixed.shape[1] if mixed.shape[0] > 1 else None
-        if not (torch.is_grad_enabled() and mixed.requires_grad):  # rendering: every point, outside ones weighted 0
-            corners, weights = corner_indices_and_weights(coords, self.shape)
-            return trilinear_gather(table, corners, weights.masked_fill_(~inside[:, None], 0.0), offsets)
         out = points.new_zeros(points.shape[0], mixed.shape[-1])
         if inside.any():
             index = inside.nonzero().squeeze(1)
