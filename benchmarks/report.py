@@ -193,6 +193,8 @@ def _ray_overhead(runs: dict) -> list[str]:
 EXTRA_TABLES = (
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
+    ("render-speed-before", "the same avatars through the renderer before the 2026-12-04 render changes"),
+    ("face-depth", "dense face depth supervision (`benchmarks/face_depth.py`)"),
     ("render-levers", "render levers (`benchmarks/render_levers.py`)"),
 )
 """Benchmarks that write their own Markdown table (``results/<stamp>-<kind>.md``): kind and heading."""
