@@ -194,6 +194,7 @@ EXTRA_TABLES = (
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
     ("render-levers", "render levers (`benchmarks/render_levers.py`)"),
+    ("viewer-frame-time", "the viewer's frame time in Chromium (`benchmarks/viewer_frame_time.py`)"),
 )
 """Benchmarks that write their own Markdown table (``results/<stamp>-<kind>.md``): kind and heading."""
 
