@@ -196,6 +196,7 @@ EXTRA_TABLES = (
     ("render-speed-before", "the same avatars through the renderer before the 2026-12-04 render changes"),
     ("face-depth", "dense face depth supervision (`benchmarks/face_depth.py`)"),
     ("render-levers", "render levers (`benchmarks/render_levers.py`)"),
+    ("viewer-frame-time", "the viewer's frame time in Chromium (`benchmarks/viewer_frame_time.py`)"),
 )
 """Benchmarks that write their own Markdown table (``results/<stamp>-<kind>.md``): kind and heading."""
 

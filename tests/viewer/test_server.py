@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar4d.viewer.server import AvatarViewer, ViewerConfig, ViewerSession, start_viewer
-from avatar4d.viewer.view_state import Orbit
+from avatar4d.viewer.browser import open_page, session_ids, slider_selector, wait_for_new_session
+from avatar4d.viewer.render_queue import Rendered
+from avatar4d.viewer.server import AvatarViewer, ViewerConfig, start_viewer
+from avatar4d.viewer.view_state import Orbit, ViewState
 
 pytestmark = pytest.mark.slow
 
@@ -43,37 +45,8 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "") -> None:
         time.sleep(0.05)
 
 
-def new_session(viewer: AvatarViewer, before: set[int], timeout: float = 60.0) -> ViewerSession:
-    """The session of a page that connected after ``before`` was taken, once its first full picture arrived."""
-    found: list[ViewerSession] = []
-
-    def appeared() -> bool:
-        found[:] = [s for s in viewer.sessions() if s.client.client_id not in before]
-        return bool(found)
-
-    wait_until(appeared, timeout, "the page to connect")
-    session = found[0]
-    # a page's very first camera message may come before the rest camera is applied: wait for the rest view
-    assert session.wait_for_render(lambda s: s.current_full_render() is not None and s.state.orbit.close_to(Orbit()),
-                                   timeout), "no first picture of the rest view"
-    return session
-
-
-def session_ids(viewer: AvatarViewer) -> set[int]:
-    return {s.client.client_id for s in viewer.sessions()}
-
-
-def open_page(browser, viewer: AvatarViewer):
-    """A new browser window (its own context: like a second browser, no shared storage) on the viewer."""
-    before = session_ids(viewer)
-    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-    page.goto(viewer.url)
-    return page, new_session(viewer, before)
-
-
 def slider_root(page, handle):
-    """viser gives a slider's element the id of its handle."""
-    return page.locator(f"[id='{handle._impl.uuid}']")
+    return page.locator(slider_selector(handle))
 
 
 def click_slider_at(page, handle, fraction: float) -> None:
@@ -211,7 +184,7 @@ class RawClient:
         self.closed = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
         self.camera(position=(0.0, -1.0, 0.0))
-        self.session = new_session(viewer, before)
+        self.session = wait_for_new_session(viewer, before)
 
     def _drain(self) -> None:
         try:
@@ -278,6 +251,43 @@ def test_bad_values_are_clamped_or_refused_and_the_server_keeps_serving(viewer):
         assert fresh.session.current_full_render() is not None
     finally:
         fresh.close()
+
+
+class Recorder:
+    """A session listener that keeps what it hears, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.states: dict[int, ViewState] = {}
+        self.pictures: list[Rendered] = []
+
+    def requested(self, version: int, state: ViewState) -> None:
+        self.events.append(("requested", version))
+        self.states[version] = state
+
+    def sent(self, result: Rendered) -> None:
+        self.events.append(("sent", result.version))
+        self.pictures.append(result)
+
+
+def test_a_listener_hears_the_request_of_a_moved_slider_then_its_preview_and_full_picture(viewer):
+    controls = viewer.avatar.face_model.controls
+    value = float(controls.range_min[0] + 0.8 * (controls.range_max[0] - controls.range_min[0]))
+    client = RawClient(viewer)
+    recorder = Recorder()
+    try:
+        session = client.session
+        session.listen(recorder)
+        client.update(session.control_sliders[0], value)
+        wait_until(lambda: session.state.controls[0] == pytest.approx(value), 10, "the jaw value")
+        assert session.wait_for_render(lambda s: s.current_full_render() is not None, 60)
+        full = session.current_full_render()
+    finally:
+        client.close()
+    assert recorder.events == [("requested", full.version), ("sent", full.version), ("sent", full.version)]
+    assert recorder.states[full.version] == full.request == session.state
+    assert [p.size for p in recorder.pictures] == [PREVIEW, viewer.full_size]
+    assert recorder.pictures[-1] is full
 
 
 def test_two_browsers_at_once_each_have_their_own_view(chromium, viewer):

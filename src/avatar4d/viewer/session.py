@@ -80,6 +80,17 @@ class GroundTruth:
             return None
 
 
+class SessionListener(Protocol):
+    """Hears of a session's requests and of the pictures sent to its page, for benchmarks and scripts that time the
+    viewer. Called with the session's lock held (a picture on the render thread): it must return quickly."""
+
+    def requested(self, version: int, state: ViewState) -> None:
+        """A picture of ``state`` was asked for (a control moved, the camera turned); ``version`` is the request's."""
+
+    def sent(self, result: Rendered) -> None:
+        """``result`` was handed to the page (after its JPEG was encoded and queued on the websocket)."""
+
+
 class ViewerHost(Protocol):
     """What a session needs of the running viewer."""
 
@@ -121,12 +132,18 @@ class ViewerSession:
         self._rendered = threading.Condition()
         self._message = ""
         self._frame_text_shown = ""
+        self._listeners: list[SessionListener] = []
         build_panel(self)
 
     def start(self) -> None:
         """Ask for the first picture (once the viewer knows this session, so that it can be delivered)."""
         with self._lock:
             self._change(self.state, progressive=False)
+
+    def listen(self, listener: SessionListener) -> None:
+        """Tell ``listener`` of every later request and picture sent (see :class:`SessionListener`)."""
+        with self._lock:
+            self._listeners.append(listener)
 
     # --- page layout -------------------------------------------------------------------------------------------
 
@@ -306,6 +323,8 @@ class ViewerSession:
         preview = self.viewer.preview_size if progressive else None
         self.version = self.viewer.queue.submit(self.client.client_id, state, full_size=self.full_size,
                                                 preview_size=preview)
+        for listener in self._listeners:
+            listener.requested(self.version, state)
         self._show_components()
         text = self._frame_text()
         if text != self._frame_text_shown:
@@ -349,6 +368,8 @@ class ViewerSession:
                 self.latest_full = result
             self._send_picture(result)
             self._update_status()
+            for listener in self._listeners:
+                listener.sent(result)
         with self._rendered:
             self._rendered.notify_all()
 
