@@ -101,7 +101,9 @@ def test_moving_the_jaw_slider_in_a_browser_changes_the_face(chromium, viewer, t
     np.testing.assert_array_equal(after.image, expected)
     change = np.abs(after.image.astype(float) - before.image.astype(float)).mean(-1)
     mouth = projected_box(avatar, state, lm.LIPS_OUTER, size, 0.03)
-    face = projected_box(avatar, state, lm.FACE_OVAL, size, 0.12)
+    # the motion grids reach 3 cm beyond the rest-pose landmarks and an open jaw lowers the chin by 1-2 cm more:
+    # a fifth of the picture around the face oval holds all of that
+    face = projected_box(avatar, state, lm.FACE_OVAL, size, 0.2)
     outside = change.copy()
     outside[face] = 0
     assert change[mouth].mean() > 0.2, change[mouth].mean()
