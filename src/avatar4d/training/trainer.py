@@ -46,6 +46,7 @@ from avatar4d.training.losses import (
     training_loss,
 )
 from avatar4d.training.presets import PREVIEW
+from avatar4d.training.occupancy import frame_density, rendering_occupancy
 from avatar4d.training.probe import HeldoutProbe, plateau, probe_heldout
 from avatar4d.training.schedule import lr_factor_at, resolution_at
 
@@ -120,7 +121,8 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
             run.generator.set_state(run.state.generator_state)
             note(f"resuming from step {run.state.step} of {config.schedule.iterations}")
         _train_loop(run, work_dir)
-        _finalise_occupancy(run)
+        cell_m = min(config.render_occupancy_cell_m, config.occupancy_cell_m)
+        run.occupancy = rendering_occupancy(run.field, run.codes, _latents(run), config.occupancy_threshold, cell_m)
         scene = _scene_plate(run)
         save_avatar(work_dir, config=config, geometry=run.field.geometry, field=run.field, occupancy=run.occupancy,
                     upsampler=run.upsampler, dataset=dataset, scene=scene, image_size=config.schedule.resolutions[-1])
@@ -423,38 +425,16 @@ def _probe(run: Run, strip: Path | None, progress: Progress) -> None:
     progress.set(heldout=scores["psnr"])
 
 
-def _density_of_frame(run: Run, row: int):
-    latents = run.field.latents[row:row + 1] if run.config.field.use_latent_code else None
-    frames = run.field.prepare(run.codes[row:row + 1], latents)
-
-    def density_at(points: torch.Tensor) -> torch.Tensor:
-        points = points.to(run.device)
-        return run.field.density(points, torch.zeros(points.shape[0], dtype=torch.long, device=run.device), frames)
-
-    return density_at
+def _latents(run: Run) -> torch.Tensor | None:
+    return run.field.latents if run.config.field.use_latent_code else None
 
 
 @torch.no_grad()
 def _update_occupancy(run: Run) -> None:
     row = int(torch.randint(run.codes.shape[0], (1,), generator=run.generator))
-    run.occupancy.update(_density_of_frame(run, row), run.config.occupancy_threshold, generator=run.generator)
-
-
-@torch.no_grad()
-def _finalise_occupancy(run: Run) -> None:
-    """Occupancy for rendering, with cells of ``render_occupancy_cell_m`` (finer than training's, so that fewer samples
-    fall in empty space): the union over frames spread across training (and the most extreme expressions), grown by
-    one cell as a margin for expressions between them."""
-    count = run.codes.shape[0]
-    rows = set(np.linspace(0, count - 1, min(count, 24)).round().astype(int).tolist())
-    norms = run.codes.norm(dim=1)
-    rows |= set(torch.topk(norms, min(8, count)).indices.tolist())
-    cell_m = min(run.config.render_occupancy_cell_m, run.config.occupancy_cell_m)
-    run.occupancy = OccupancyGrid.with_cell_size(run.field.box_min, run.field.box_max, cell_m).to(run.device)
-    run.occupancy.density.fill_(0.0)
-    for row in sorted(rows):
-        run.occupancy.update(_density_of_frame(run, row), run.config.occupancy_threshold, decay=1.0)
-    run.occupancy.dilate(1)
+    latents = _latents(run)
+    density_at = frame_density(run.field, run.codes[row], latents[row] if latents is not None else None)
+    run.occupancy.update(density_at, run.config.occupancy_threshold, generator=run.generator)
 
 
 def _scene_plate(run: Run) -> np.ndarray:

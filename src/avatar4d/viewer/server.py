@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -190,5 +191,23 @@ def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007,
     except KeyboardInterrupt:
         pass
     finally:
+        _exit_if_stuck(STOP_GRACE_S)
         viewer.stop()
     note("viewer stopped")
+
+
+STOP_GRACE_S = 5.0
+"""Seconds a stopping viewer (and the interpreter after it) may take before the process is ended regardless."""
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """End the process if it has not exited ``seconds`` from now: a thread that does not wind down (seen on a loaded
+    machine, cause unknown) must not keep a stopped viewer alive after Ctrl-C."""
+
+    def expire() -> None:
+        note(f"viewer stopped (forced: still winding down after {seconds:g} s)")
+        os._exit(130)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
