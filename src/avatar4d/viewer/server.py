@@ -30,6 +30,7 @@ import contextlib
 import io
 import ipaddress
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -178,6 +179,7 @@ def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007,
     """
     config = ViewerConfig(preview_size=preview_size, full_size=full_size, rest_s=rest_s)
     viewer = start_viewer(avatar_dir, host=host, port=port, config=config)
+    _stop_on_signals()
     try:
         if port != 0 and viewer.port != port:
             note(f"port {port} is busy; using {viewer.port}")
@@ -194,6 +196,19 @@ def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007,
         _exit_if_stuck(STOP_GRACE_S)
         viewer.stop()
     note("viewer stopped")
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop the viewer (as KeyboardInterrupt), even where the process was started with SIGINT
+    ignored: a shell without job control starts every background command so, and Python then leaves Ctrl-C ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, interrupt)
 
 
 STOP_GRACE_S = 5.0
