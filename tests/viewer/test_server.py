@@ -372,9 +372,17 @@ def test_listens_on_loopback_only(viewer):
         socket.create_connection((address, viewer.port), timeout=3).close()
 
 
-def test_ctrl_c_stops_the_view_command_cleanly(viewer_avatar):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True], ids=["terminal", "background-of-a-script"])
+def test_ctrl_c_stops_the_view_command_cleanly(viewer_avatar, started_ignoring_sigint):
+    """Also when started as a script's background command, which inherits SIGINT ignored (Python then installs no
+    KeyboardInterrupt handler of its own: the view command must)."""
     process = subprocess.Popen([sys.executable, "-m", "avatar4d", "view", str(viewer_avatar), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_ignore_sigint if started_ignoring_sigint else None)
     lines: queue.Queue[str] = queue.Queue()
     stderr: list[str] = []
 

@@ -104,9 +104,6 @@ class ExpressionGrids(nn.Module):
         mixed = torch.einsum("fk,kpc->fpc", codes, self.tables)
         return mixed * self.region_weights[None, :, None]
 
-    def _coords(self, points: Tensor) -> Tensor:
-        return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
-
     def features(self, mixed: Tensor, points: Tensor, frame_ids: Tensor) -> Tensor:
         """Motion features of points; exactly zero outside the region box.
 
@@ -118,7 +115,7 @@ class ExpressionGrids(nn.Module):
         Returns:
             (N, C).
         """
-        coords = self._coords(points)
+        coords = (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
         inside = (coords.abs() <= 1.0).all(-1)
         table = mixed.reshape(-1, mixed.shape[-1])
         offsets = frame_ids * mixed.shape[1] if mixed.shape[0] > 1 else None

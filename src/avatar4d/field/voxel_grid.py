@@ -78,10 +78,7 @@ def trilinear_gather(table: Tensor, indices: Tensor, weights: Tensor, offsets: T
     """
     if offsets is not None:
         indices = indices + offsets[:, None]
-    weights = weights.to(table.dtype)
-    if torch.is_grad_enabled() and table.requires_grad:
-        return _TrilinearGather.apply(table, indices, weights)
-    return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
+    return _TrilinearGather.apply(table, indices, weights.to(table.dtype))
 
 
 def total_variation(table: Tensor, shape: tuple[int, int, int]) -> Tensor:

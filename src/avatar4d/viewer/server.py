@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
-import os
 import signal
 import threading
 from collections.abc import Callable
@@ -179,7 +178,7 @@ def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007,
     """
     config = ViewerConfig(preview_size=preview_size, full_size=full_size, rest_s=rest_s)
     viewer = start_viewer(avatar_dir, host=host, port=port, config=config)
-    _stop_on_signals()
+    previous = _stop_on_signals()
     try:
         if port != 0 and viewer.port != port:
             note(f"port {port} is busy; using {viewer.port}")
@@ -193,36 +192,21 @@ def serve_viewer(avatar_dir: Path, *, host: str = "127.0.0.1", port: int = 7007,
     except KeyboardInterrupt:
         pass
     finally:
-        _exit_if_stuck(STOP_GRACE_S)
         viewer.stop()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     note("viewer stopped")
 
 
-def _stop_on_signals() -> None:
+def _stop_on_signals() -> dict[int, object]:
     """SIGINT and SIGTERM stop the viewer (as KeyboardInterrupt), even where the process was started with SIGINT
-    ignored: a shell without job control starts every background command so, and Python then leaves Ctrl-C ignored."""
+    ignored: a shell without job control starts every background command so, and Python then leaves Ctrl-C ignored
+    (the cause of the Ctrl-C test's hangs in backgrounded test runs). Returns the handlers it replaced (none off the
+    main thread, where signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
 
     def interrupt(signum: int, frame) -> None:
         raise KeyboardInterrupt
 
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, interrupt)
-
-
-STOP_GRACE_S = 5.0
-"""Seconds a stopping viewer (and the interpreter after it) may take before the process is ended regardless."""
-
-
-def _exit_if_stuck(seconds: float) -> None:
-    """End the process if it has not exited ``seconds`` from now: a thread that does not wind down (seen on a loaded
-    machine, cause unknown) must not keep a stopped viewer alive after Ctrl-C."""
-
-    def expire() -> None:
-        note(f"viewer stopped (forced: still winding down after {seconds:g} s)")
-        os._exit(130)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    return {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
