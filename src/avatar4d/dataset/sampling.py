@@ -194,7 +194,7 @@ class RaySampler:
         blocks = min(blocks, size // factor)
         side = blocks * factor
         row = int(rows[0])
-        centre = int(torch.multinomial(images.importance[row], 1, generator=generator))
+        centre = int(torch.multinomial(images.importance[row], 1, replacement=True, generator=generator))
         top = min(max(centre // size - side // 2, 0), size - side)
         left = min(max(centre % size - side // 2, 0), size - side)
         pixels = block_centres(top, left, blocks, blocks, factor)

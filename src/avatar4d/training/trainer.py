@@ -168,7 +168,7 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     upsampler, perceptual = _build_upsampler(config, generator)
     if upsampler is not None:
         groups.append({"name": "upsampler", "params": list(upsampler.parameters()), "lr": config.optimizer.upsampler})
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)  # one pass over the tables
     sizes = sorted(set(config.schedule.resolutions) | ({dataset.size} if upsampler is not None else set()))
     images = load_frame_images(dataset, train_indices, sizes, config.importance)
     poses = torch.from_numpy(dataset.tracking.camera_from_head[train_indices]).float()
