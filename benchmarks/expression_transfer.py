@@ -125,7 +125,8 @@ def measure_pair(avatar, driver: Driver, transfer: str, size: int, max_lag: int,
             "driver": driver.name, "transfer": transfer, "frames": measured["frames"],
             "driver_found": int(driver_seen.found.sum()), "avatar_found": int(avatar_seen.found.sum()),
             "both_found": measured["both_found"], "controls": controls,
-            "jitter_driver_mm": 1000 * measured["jitter_driver_m"], "jitter_avatar_mm": 1000 * measured["jitter_avatar_m"],
+            "jitter_driver_mm": 1000 * measured["jitter_driver_m"],
+            "jitter_avatar_mm": 1000 * measured["jitter_avatar_m"],
             "jitter_ratio": measured["jitter_ratio"], "cannot_follow": list(result.cannot_follow),
             "seconds": {"transfer": transfer_s, "render": render_s},
             "curves": {k: np.round(v, 5).tolist() for k, v in (("driver", driver_seen.raw), ("avatar", avatar_seen.raw),
@@ -311,7 +312,8 @@ def main() -> None:
 def run_pair(avatar, driver: Driver, transfer: str, options, stamp: str) -> dict:
     row = measure_pair(avatar, driver, transfer, options.size, options.max_lag, render=options.render)
     kind = "" if options.render else "-asked"
-    plot = options.out / "expression-transfer" / f"{stamp}-{transfer}{kind}-{row['avatar']}-{driver.name.split(' ')[0]}.png"
+    driver_name = driver.name.split(" ")[0]
+    plot = options.out / "expression-transfer" / f"{stamp}-{transfer}{kind}-{row['avatar']}-{driver_name}.png"
     plot_pair(row, plot)
     row["plot"] = plot.name
     print(f"{row['avatar']} <- {row['driver']} ({transfer}): jaw r {row['controls']['jaw_open']['correlation']:+.2f}, "

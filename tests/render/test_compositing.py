@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from avatar4d.render.compositing import composite, over_background
+from avatar4d.render.compositing import composite, distortion, over_background
 
 
 def composite_by_loop(density, color, deltas, distances=None):
@@ -127,3 +127,34 @@ def test_composite_gradcheck():
         return result.rgb, result.opacity, result.depth
 
     assert torch.autograd.gradcheck(outputs, tuple(inputs))
+
+
+def distortion_by_double_sum(weights, distances, deltas):
+    """Mip-NeRF 360's equation as written: every pair of samples, then each sample's own interval."""
+    out = torch.zeros(weights.shape[0], dtype=weights.dtype)
+    for r in range(weights.shape[0]):
+        for i in range(weights.shape[1]):
+            for j in range(weights.shape[1]):
+                out[r] += weights[r, i] * weights[r, j] * (distances[r, i] - distances[r, j]).abs()
+            out[r] += weights[r, i] ** 2 * deltas[r, i] / 3.0
+    return out
+
+
+def test_distortion_matches_the_double_sum_and_its_gradient():
+    gen = torch.Generator().manual_seed(3)
+    weights = torch.rand(5, 9, generator=gen, dtype=torch.float64) / 9
+    deltas = torch.rand(5, 9, generator=gen, dtype=torch.float64) * 0.01 + 0.001
+    distances = torch.cumsum(deltas, 1) - deltas / 2
+    torch.testing.assert_close(distortion(weights, distances, deltas),
+                               distortion_by_double_sum(weights, distances, deltas))
+    assert torch.autograd.gradcheck(lambda w: distortion(w, distances, deltas), weights.clone().requires_grad_())
+
+
+def test_distortion_is_smaller_for_a_thin_surface_than_for_a_haze_of_the_same_opacity():
+    distances = torch.linspace(0.005, 0.295, 30, dtype=torch.float64)[None]
+    deltas = torch.full_like(distances, 0.01)
+    surface = torch.zeros_like(distances)
+    surface[0, 14] = 0.9
+    haze = torch.full_like(distances, 0.9 / 30)
+    assert float(distortion(surface, distances, deltas)) == pytest.approx(0.81 * 0.01 / 3)
+    assert float(distortion(haze, distances, deltas)) > 20 * float(distortion(surface, distances, deltas))

@@ -45,9 +45,10 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     tv = (torch.tensor(0.7), torch.tensor(0.2))
     latents = torch.randn(4, 8, generator=gen)
     config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002, landmark_depth=0.004,
-                        face_depth=0.02)
+                        face_depth=0.02, distortion=0.5)
+    spread = torch.rand(50, generator=gen) * 0.01
     terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config, torch.tensor(2.5),
-                          torch.tensor(0.125), torch.tensor(1.5))
+                          torch.tensor(0.125), torch.tensor(1.5), spread)
     rgb_mse = float(((rgb - target) ** 2).mean())
     mask = float(((opacity - target_opacity) ** 2).mean())
     latent = float((latents ** 2).sum(1).mean())
@@ -57,9 +58,11 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     assert float(terms.latent) == pytest.approx(latent)
     assert float(terms.patch) == pytest.approx(0.125)  # the upsampler's patch loss comes weighted already
     assert float(terms.face_depth) == pytest.approx(1.5)
+    assert float(terms.distortion) == pytest.approx(float(spread.mean()))
     assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent
-                                               + 0.004 * 2.5 + 0.125 + 0.02 * 1.5)
-    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch"}
+                                               + 0.004 * 2.5 + 0.125 + 0.02 * 1.5 + 0.5 * float(spread.mean()))
+    assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch",
+                                      "distortion"}
 
 
 def test_the_patch_loss_is_weighted_l1_and_mask_error_and_perceptual_distance():

@@ -52,6 +52,25 @@ def composite(density: Tensor, color: Tensor, deltas: Tensor, distances: Tensor 
     return Composite(rgb=rgb, opacity=opacity, weights=weights, depth=depth, depth_second_moment=second)
 
 
+def distortion(weights: Tensor, distances: Tensor, deltas: Tensor) -> Tensor:
+    """Mip-NeRF 360's distortion loss per ray, ``sum_ij w_i w_j |t_i - t_j| + 1/3 sum_i w_i^2 delta_i``: small when a
+    ray's weight sits in one short stretch (a thin surface), large when it is smeared along the ray. O(S) per ray
+    through prefix sums, for samples sorted by distance.
+
+    Args:
+        weights: (R, S) compositing weights.
+        distances: (R, S) sample distances along each ray, ascending.
+        deltas: (R, S) interval lengths.
+
+    Returns:
+        (R,) in the units of ``distances``.
+    """
+    before = torch.cumsum(weights, 1) - weights  # sum_{j<i} w_j
+    moment_before = torch.cumsum(weights * distances, 1) - weights * distances  # sum_{j<i} w_j t_j
+    between = 2.0 * (weights * (distances * before - moment_before)).sum(1)
+    return between + (weights.square() * deltas).sum(1) / 3.0
+
+
 def over_background(result: Composite, background: Tensor) -> Tensor:
     """(R, 3) final colour: the field over a (R, 3) background (NeRFace fixes the ray's end to the background)."""
     return result.rgb + (1.0 - result.opacity).unsqueeze(-1) * background

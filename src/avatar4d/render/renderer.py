@@ -14,7 +14,7 @@ from torch import Tensor
 from avatar4d.geometry.camera import PinholeCamera
 from avatar4d.geometry.rays import camera_rays_in_head, pixel_centers, pixel_directions
 from avatar4d.geometry.rigid import invert_rigid
-from avatar4d.render.compositing import Composite, composite, over_background
+from avatar4d.render.compositing import Composite, composite, distortion, over_background
 from avatar4d.render.marching import OccupancyGrid, intersect_box, stratified_samples
 
 
@@ -84,16 +84,20 @@ class RenderOutput:
     """Samples the field was evaluated at (after empty-space skipping)."""
     features: Tensor | None = None
     """(R, F) composited feature channels of the field (premultiplied, no background), or None without any."""
+    distortion: Tensor | None = None
+    """(R,) :func:`~avatar4d.render.compositing.distortion` of each ray's weights, metres (when rendering with
+    gradients, for training; None otherwise)."""
 
 
-def _output(result: Composite, background: Tensor, evaluated: int) -> RenderOutput:
-    """The composite's colour over the background, its features apart."""
+def _output(result: Composite, background: Tensor, evaluated: int,
+            spread: Tensor | None = None) -> RenderOutput:
+    """The composite's colour over the background, its features apart (and ``spread``: the rays' distortion)."""
     colour = Composite(rgb=result.rgb[:, :3], opacity=result.opacity, weights=result.weights, depth=result.depth,
                        depth_second_moment=result.depth_second_moment)
     features = result.rgb[:, 3:] if result.rgb.shape[1] > 3 else None
     return RenderOutput(rgb=over_background(colour, background), opacity=result.opacity, depth=result.depth,
                         depth_second_moment=result.depth_second_moment, samples_evaluated=evaluated,
-                        features=features)
+                        features=features, distortion=spread)
 
 
 def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,
@@ -133,7 +137,7 @@ def render_rays(field: RadianceField, origins: Tensor, directions: Tensor, frame
         density = density.index_copy(0, index, sample_density)
         color = color.index_copy(0, index, sample_color)
     result = composite(density.view(count, samples), color.view(count, samples, field.channels), deltas, distances)
-    return _output(result, background, int(index.numel()))
+    return _output(result, background, int(index.numel()), distortion(result.weights, distances, deltas))
 
 
 def _march(field: RadianceField, points: Tensor, directions: Tensor, frame_ids: Tensor, frames: Conditioning,

@@ -36,6 +36,9 @@ class LossConfig:
     face_depth_sigma_m: float = 0.005
     """Scale of :func:`face_depth_loss`: quadratic below it, linear above (the template surface is a coarse
     triangulation, a few millimetres off the skin between landmarks; occluders such as hair or hands are far off)."""
+    distortion: float = 0.0
+    """Weight of Mip-NeRF 360's distortion loss (per metre of spread along the ray, mean over the batch's rays):
+    pulls each ray's weight into one short stretch, a thin surface instead of a haze (0 = off)."""
     patch_l1: float = 0.1
     """Mean absolute error of the upsampler's full-resolution patch (with an upsampler only)."""
     patch_perceptual: float = 0.05
@@ -53,9 +56,10 @@ class LossTerms:
     depth: Tensor
     face_depth: Tensor
     patch: Tensor
+    distortion: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        names = ("total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch")
+        names = ("total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch", "distortion")
         return {k: float(getattr(self, k).detach()) for k in names}
 
 
@@ -96,7 +100,8 @@ def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity:
 
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
                   latents: Tensor | None, config: LossConfig, depth: Tensor | None = None,
-                  patch: Tensor | None = None, face_depth: Tensor | None = None) -> LossTerms:
+                  patch: Tensor | None = None, face_depth: Tensor | None = None,
+                  distortion: Tensor | None = None) -> LossTerms:
     """Combine the loss terms.
 
     Args:
@@ -107,6 +112,7 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         depth: the landmark depth loss, or None.
         patch: the upsampler's patch loss (already weighted), or None.
         face_depth: :func:`face_depth_loss` (unweighted), or None.
+        distortion: (R,) the rays' distortion (``RenderOutput.distortion``, unweighted), or None.
     """
     rgb_loss = torch.mean((rgb - target_rgb) ** 2)
     mask_loss = torch.mean((opacity - target_opacity) ** 2)
@@ -119,8 +125,11 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         + config.landmark_depth * depth_loss + patch_term
     if face_depth is not None:
         total = total + config.face_depth * face_depth_term
+    distortion_term = distortion.mean() if distortion is not None else rgb.new_zeros(())
+    if distortion is not None and config.distortion > 0:
+        total = total + config.distortion * distortion_term
     return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss,
-                     face_depth=face_depth_term, patch=patch_term)
+                     face_depth=face_depth_term, patch=patch_term, distortion=distortion_term)
 
 
 def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float) -> Tensor:

@@ -390,7 +390,8 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
              if step_rays.patch_targets else None)
     terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
                           run.field.total_variation(config.loss.tv_samples, run.generator),
-                          batch_latents if config.field.use_latent_code else None, loss_config, depth, patch, surface)
+                          batch_latents if config.field.use_latent_code else None, loss_config, depth, patch, surface,
+                          output.distortion[colour] if output.distortion is not None else None)
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
