@@ -12,7 +12,8 @@ training-versus-held-out gap):
   patches with L1 + LPIPS);
 - ``end_to_end``: the patch loss also trains the field (HeadNeRF's way: its feature channels learn for the upsampler);
 - ``pixel_heavy``: end to end with ten times the L1 weight;
-- ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives.
+- ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
+- ``distortion``: the preset with Mip-NeRF 360's distortion loss (weight ``--distortion``): a thinner surface.
 
 Writes ``results/<stamp>-fidelity.json`` and ``.md`` (the table docs/benchmarks.md includes).
 """
@@ -28,10 +29,10 @@ from pathlib import Path
 
 from stages import save_table
 
-VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual")
+VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion")
 
 
-def variant_config(name: str, time_limit_s: float, iterations: int | None):
+def variant_config(name: str, time_limit_s: float, iterations: int | None, distortion: float = 0.05):
     """The preview preset, or the preview preset without its upsampler."""
     from avatar4d.render.upsampler import UpsamplerConfig
     from avatar4d.training import presets
@@ -44,6 +45,8 @@ def variant_config(name: str, time_limit_s: float, iterations: int | None):
     if name == "pixel_heavy":
         return dataclasses.replace(config, patch_trains_field=True,
                                    loss=dataclasses.replace(config.loss, patch_l1=1.0))
+    if name == "distortion":
+        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, distortion=distortion))
     if name == "no_perceptual":
         return dataclasses.replace(config, loss=dataclasses.replace(config.loss, patch_perceptual=0.0))
     if name == "baseline":
@@ -59,7 +62,7 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
 
     out = options.work / f"{dataset.parent.name if dataset.name == 'dataset' else dataset.name}-{variant}"
     if not (out / "config.json").exists():
-        train(dataset, out, variant_config(variant, options.time_limit, options.iterations))
+        train(dataset, out, variant_config(variant, options.time_limit, options.iterations, options.distortion))
     started = time.perf_counter()
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     if "training_frames" in previous and "lpips" in previous["mean"]:  # trained and evaluated by an earlier run
@@ -95,6 +98,7 @@ def main() -> None:
                         help="more variants, on the first dataset only")
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds of training per avatar")
     parser.add_argument("--iterations", type=int, default=None, help="steps (default: the preview preset's)")
+    parser.add_argument("--distortion", type=float, default=0.05, help="weight of the distortion variant's loss")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     options = parser.parse_args()
@@ -110,8 +114,10 @@ def main() -> None:
             print("RESULT", json.dumps(rows[-1]), flush=True)
     machine = rows[0]["machine"]
     preamble = (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Python "
-                f"{platform.python_version()}. Preview preset, at most {options.time_limit:.0f} s of training per "
-                "avatar; every held-out frame scored at the dataset's resolution (LPIPS: AlexNet v0.1; the face region "
+                f"{platform.python_version()}. Preview preset, "
+                + (f"at most {options.time_limit:.0f} s of training per avatar" if options.time_limit > 0
+                   else "its whole schedule")
+                + "; every held-out frame scored at the dataset's resolution (LPIPS: AlexNet v0.1; the face region "
                 "is the tracked face outline); training frames rendered the same way (mean latent code) give the gap.")
     text = save_table(options.out, "fidelity", "Quality at full resolution", preamble, table(rows), rows)
     print(text)

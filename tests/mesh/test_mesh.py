@@ -26,6 +26,7 @@ from avatar4d.mesh.surface import (
     EmptySurfaceError,
     choose_level,
     extract_surface,
+    front_depth_offset,
     grid_shape,
     iso_level,
     largest_component,
@@ -106,6 +107,31 @@ def test_choose_level_lowers_the_level_for_a_soft_field_until_it_covers_what_ren
     choice = choose_level(density, 0.2 / 63, iso_level(0.005))
     assert choice.level < 30.0 < choice.voxel_level
     assert choice.agreement > 0.8
+
+
+def _ramp_columns(gradient: float, spacing: float, depth_vertices: int = 400) -> np.ndarray:
+    """(4, 4, Z) density rising linearly into the head from the front face (+z, the last index): ``gradient * t``
+    at depth t metres behind the front."""
+    depth = (np.arange(depth_vertices)[::-1] * spacing)  # index Z - 1 is the front, depth 0
+    return np.broadcast_to(gradient * depth, (4, 4, depth_vertices)).astype(np.float32).copy()
+
+
+def test_front_depth_offset_of_a_ramp_is_the_distance_from_its_crossing_to_where_half_the_light_is_absorbed():
+    gradient, spacing = 20000.0, 0.0005  # per metre per metre; half the light is absorbed sqrt(2 ln 2 / g) in
+    density = _ramp_columns(gradient, spacing)
+    median = math.sqrt(2 * math.log(2) / gradient)
+    for level in (50.0, 100.0, 400.0):
+        expected = abs(level / gradient - median)
+        assert front_depth_offset(density, level, spacing, np.ones((4, 4), bool)) == pytest.approx(expected, abs=4e-4)
+
+
+def test_choose_level_puts_the_surface_where_the_rendered_light_ends():
+    gradient, spacing = 20000.0, 0.0005
+    density = _ramp_columns(gradient, spacing)
+    choice = choose_level(density, spacing, iso_level(0.005))
+    ideal = gradient * math.sqrt(2 * math.log(2) / gradient)  # the density at the median depth: 166.5 per metre
+    assert ideal / math.sqrt(2) < choice.level < ideal * math.sqrt(2)
+    assert choice.depth_offset_m < 0.002
 
 
 def test_choose_level_of_a_field_that_renders_nothing_keeps_the_voxel_level():

@@ -8,15 +8,16 @@ shaded preview image.
   metres): ``resolution`` vertices along the box's longest side, the other sides in proportion (near-cubic cells).
 - **Which expression.** The neutral face (expression code 0, the video's mean face) or a given code, always with the
   mean of the training frames' latent codes (what novel frames use).
-- **Iso level.** :func:`choose_level`. It starts from :func:`iso_level`: the density at which a segment one
-  canonical voxel long (the field's own resolution, ``config.field.canonical.voxel_size_m``) has opacity 0.5,
-  ``ln 2 / voxel`` (139 per metre for the preview preset's 5 mm voxels). That suits a field with a crisp surface,
-  and it depends on the avatar, not on ``resolution``, so a finer grid refines the same surface instead of moving it.
-  Briefly trained fields are soft (opacity builds up over centimetres of low density), and there that level leaves
-  only fragments. So the level is lowered in steps of sqrt(2), down to 1/64 of it, and the highest level is kept
-  whose mesh, seen from the front, covers what the avatar renders as at least half opaque from the front: the
-  silhouette of the largest piece of ``density > level`` against the columns where ``1 - exp(-sum density dz)``
-  reaches 0.5, by intersection over union, within 0.02 of the best level's. ``level=`` overrides all this.
+- **Iso level.** :func:`choose_level`: the level at which the surface lies where the avatar's rendered light ends.
+  Seen from the front, each column of the density grid absorbs half its light at some depth (``sum density dz``
+  reaches ln 2: the renderer's median depth); the level is the one whose first crossing in each column lies closest
+  to that depth (median over the columns that render at least half opaque), among the levels ``ln 2 / voxel *
+  sqrt(2) ** k`` (``ln 2 / voxel``, 139 per metre for the preview preset's 5 mm voxels, is the density at which one
+  canonical voxel is half opaque; k from -12 to 4) whose mesh also covers what the avatar renders as opaque from the
+  front (the front silhouette of the largest piece of ``density > level`` against those columns, by intersection
+  over union, within 0.02 of the best level's). A crisp field gives nearly the same surface at every level; a soft
+  one (briefly trained: opacity builds up over centimetres) needs a lower level, and a fixed one would put the mesh
+  in front of or behind the face that the avatar renders. ``level=`` overrides all this.
 - **Closed surface.** The grid is padded with empty space before marching cubes, so where the head meets the box
   (the neck at its bottom face) the surface is capped flat on the box face rather than left open; the vertices of
   such caps are put back onto the box face.

@@ -21,6 +21,7 @@ from avatar4d.mesh.surface import (
     choose_level,
     edge_counts,
     extract_surface,
+    front_depth_offset,
     front_silhouette_agreement,
     grid_shape,
     iso_level,
@@ -59,6 +60,9 @@ class MeshResult:
     field."""
     silhouette_agreement: float
     """IoU of the mesh's front silhouette (voxel estimate) with what the avatar renders as opaque from the front."""
+    depth_offset_mm: float
+    """Median distance, seen from the front, between the surface and where the avatar's rendered light ends
+    (:func:`~avatar4d.mesh.surface.front_depth_offset`), millimetres."""
     watertight: bool
     """Every edge is shared by exactly two faces (a closed surface)."""
     boundary_edges: int
@@ -129,12 +133,14 @@ def _extract(avatar: Avatar, frames: Conditioning, resolution: int, level: float
     if level is None:
         choice = choose_level(density, spacing_z, voxel_level)
         if choice.level < voxel_level:
-            note(f"mesh: the field is soft (briefly trained?): surface level lowered from {voxel_level:.4g} to "
-                 f"{choice.level:.4g} per metre so the mesh covers what the avatar renders as opaque "
-                 f"(front silhouette agreement {choice.agreement:.2f}); set it with --level")
+            note(f"mesh: the field is soft (briefly trained?): surface level {choice.level:.4g} per metre (a crisp "
+                 f"field's would be {voxel_level:.4g}), where the rendered light ends (median "
+                 f"{1000 * choice.depth_offset_m:.1f} mm off) and covering what renders opaque (front silhouette "
+                 f"agreement {choice.agreement:.2f}); set it with --level")
     else:
         target = opaque_from_front(density, spacing_z)
-        choice = LevelChoice(float(level), voxel_level, front_silhouette_agreement(density, float(level), target))
+        choice = LevelChoice(float(level), voxel_level, front_silhouette_agreement(density, float(level), target),
+                             front_depth_offset(density, float(level), spacing_z, target))
     vertices, faces = extract_surface(density, choice.level, box_min, box_max)
     total_faces = faces.shape[0]
     vertices, faces, dropped = largest_component(vertices, faces)
@@ -192,6 +198,7 @@ def export_mesh(avatar_dir: Path, out: Path, *, code: np.ndarray | None = None, 
         mesh=out, preview=preview, num_vertices=int(vertices.shape[0]), num_faces=int(faces.shape[0]),
         bounds_min=tuple(float(v) for v in vertices.min(0)), bounds_max=tuple(float(v) for v in vertices.max(0)),
         level=choice.level, voxel_level=choice.voxel_level, silhouette_agreement=choice.agreement,
+        depth_offset_mm=1000.0 * choice.depth_offset_m,
         watertight=boundary == 0 and nonmanifold == 0, boundary_edges=boundary, nonmanifold_edges=nonmanifold,
         dropped_components=surface.dropped, dropped_faces=surface.total_faces - int(faces.shape[0]),
         report=report_path_for(out), smooth_iterations=smooth_iterations, smoothing_shift_mm=shift_mm,

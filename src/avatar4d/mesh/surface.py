@@ -44,6 +44,9 @@ class LevelChoice:
     agreement: float
     """Intersection over union of the largest piece's front silhouette at ``level`` and the region the field renders
     at least half opaque from the front (0 when nothing is)."""
+    depth_offset_m: float = float("nan")
+    """Median distance, over the columns rendered at least half opaque from the front, between where the surface at
+    ``level`` is first met and where the column's light is half absorbed (the renderer's median depth), metres."""
 
 
 def opaque_from_front(density: np.ndarray, spacing_z: float) -> np.ndarray:
@@ -63,26 +66,56 @@ def front_silhouette_agreement(density: np.ndarray, level: float, target: np.nda
     return float(np.count_nonzero(silhouette & target) / np.count_nonzero(silhouette | target))
 
 
-def choose_level(density: np.ndarray, spacing_z: float, voxel_level: float, *, steps: int = 13,
+def _first_crossing(values: np.ndarray, threshold: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, Z) columns, each read from index 0 -> (C,) fractional index where each first exceeds ``threshold``
+    (linear between vertices) and (C,) whether it does."""
+    above = values > threshold
+    found = above.any(1)
+    index = np.argmax(above, 1)
+    after = values[np.arange(len(values)), index]
+    before = values[np.arange(len(values)), np.maximum(index - 1, 0)]
+    step = np.where((index > 0) & (after > before), (threshold - before) / np.maximum(after - before, 1e-12), 0.0)
+    return index - 1 + np.clip(step, 0.0, 1.0) + (index == 0), found
+
+
+def front_depth_offset(density: np.ndarray, level: float, spacing_z: float, columns: np.ndarray) -> float:
+    """Median over ``columns`` ((X, Y) bool) of the distance along z, metres, between the first crossing of ``level``
+    seen from the front (+z) and the column's median depth (where ``sum density dz`` from the front reaches ln 2:
+    half the light absorbed); inf when no column crosses."""
+    from_front = density[columns][:, ::-1].astype(np.float64)
+    if from_front.size == 0:
+        return float("inf")
+    optical = np.cumsum(from_front, 1) * spacing_z
+    median, _ = _first_crossing(optical, math.log(2.0) - 1e-12)
+    crossing, found = _first_crossing(from_front, level)
+    if not found.any():
+        return float("inf")
+    return float(np.median(np.abs(crossing[found] - median[found]))) * spacing_z
+
+
+def choose_level(density: np.ndarray, spacing_z: float, voxel_level: float, *, steps: int = 13, above: int = 4,
                  tolerance: float = 0.02) -> LevelChoice:
-    """The iso level for a density grid (see the module's notes): ``voxel_level`` or lower, as far as needed for the
-    mesh's front silhouette to cover what the field renders as opaque from the front.
+    """The iso level for a density grid (see the module's notes): the level whose surface lies where the rendered
+    light ends, among those whose mesh covers what the field renders as opaque from the front.
 
     Args:
         density: (X, Y, Z) density per metre on a grid spanning the head box (z = the last axis, out of the face).
         spacing_z: grid spacing along z, metres.
-        voxel_level: the starting level, :func:`iso_level` of the field's voxel.
-        steps: candidate levels ``voxel_level / sqrt(2) ** k`` for k < steps.
-        tolerance: the highest candidate whose agreement is within this of the best one's wins.
+        voxel_level: :func:`iso_level` of the field's voxel.
+        steps, above: candidate levels ``voxel_level * sqrt(2) ** k`` for ``-steps < k <= above``.
+        tolerance: candidates whose silhouette agreement is within this of the best one's qualify; of those, the one
+            with the smallest :func:`front_depth_offset` wins (ties: the higher level).
     """
     target = opaque_from_front(density, spacing_z)
     if not target.any():
         return LevelChoice(voxel_level, voxel_level, 0.0)
-    candidates = [voxel_level / math.sqrt(2.0) ** k for k in range(steps)]
+    candidates = [voxel_level * math.sqrt(2.0) ** k for k in range(above, -steps, -1)]  # highest first
     agreements = [front_silhouette_agreement(density, level, target) for level in candidates]
     best = max(agreements)
-    chosen = next(k for k, value in enumerate(agreements) if value >= best - tolerance)
-    return LevelChoice(candidates[chosen], voxel_level, agreements[chosen])
+    qualified = [k for k, value in enumerate(agreements) if value >= best - tolerance]
+    offsets = {k: front_depth_offset(density, candidates[k], spacing_z, target) for k in qualified}
+    chosen = min(qualified, key=lambda k: (round(offsets[k], 6), k))
+    return LevelChoice(candidates[chosen], voxel_level, agreements[chosen], offsets[chosen])
 
 
 def grid_shape(extent: np.ndarray, resolution: int) -> tuple[int, int, int]:
