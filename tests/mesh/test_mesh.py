@@ -26,10 +26,12 @@ from avatar4d.mesh.surface import (
     EmptySurfaceError,
     choose_level,
     extract_surface,
+    face_level,
     front_depth_offset,
     grid_shape,
     iso_level,
     largest_component,
+    near_points_weight,
 )
 
 # ------------------------------------------------------------------------------------ surface on analytic fields
@@ -132,6 +134,26 @@ def test_choose_level_puts_the_surface_where_the_rendered_light_ends():
     ideal = gradient * math.sqrt(2 * math.log(2) / gradient)  # the density at the median depth: 166.5 per metre
     assert ideal / math.sqrt(2) < choice.level < ideal * math.sqrt(2)
     assert choice.depth_offset_m < 0.002
+
+
+def test_face_level_of_a_ramp_is_the_density_where_the_light_ends_and_needs_the_face_to_be_crossed():
+    gradient, spacing = 20000.0, 0.0005
+    density = _ramp_columns(gradient, spacing)
+    ideal = gradient * math.sqrt(2 * math.log(2) / gradient)
+    level = face_level(density, spacing, iso_level(0.005), np.ones((4, 4), bool))
+    assert ideal / math.sqrt(2) < level < ideal * math.sqrt(2)
+    assert face_level(density, spacing, iso_level(0.005), np.zeros((4, 4), bool)) is None
+    fog = np.full((4, 4, 50), 1.0, dtype=np.float32)  # below every candidate: the face keeps no level of its own
+    assert face_level(fog, 0.01, iso_level(0.005), np.ones((4, 4), bool)) is None
+
+
+def test_near_points_weight_is_one_near_the_points_and_fades_to_zero():
+    box_min, box_max = np.zeros(3), np.full(3, 0.1)
+    shape = (101, 101, 101)  # 1 mm spacing
+    weight = near_points_weight(shape, box_min, box_max, np.array([[0.05, 0.05, 0.05]]), 0.01, 0.01)
+    assert weight[50, 50, 50] == 1.0 and weight[50, 50, 60] == 1.0
+    assert weight[50, 50, 65] == pytest.approx(0.5)
+    assert weight[50, 50, 71] == 0.0 and weight[0, 0, 0] == 0.0
 
 
 def test_choose_level_of_a_field_that_renders_nothing_keeps_the_voxel_level():

@@ -17,7 +17,11 @@ shaded preview image.
   front (the front silhouette of the largest piece of ``density > level`` against those columns, by intersection
   over union, within 0.02 of the best level's). A crisp field gives nearly the same surface at every level; a soft
   one (briefly trained: opacity builds up over centimetres) needs a lower level, and a fixed one would put the mesh
-  in front of or behind the face that the avatar renders. ``level=`` overrides all this.
+  in front of or behind the face that the avatar renders. The face is a trained field's crispest part and takes a
+  higher level than hair and clothes: over the columns that look at the tracked face, :func:`face_level` picks the
+  level whose surface lies where the light ends there; it holds within 1 cm of the face's landmarks and blends
+  (geometrically, over another centimetre) into the level of the rest, and the surface is that of ``density /
+  level(x)`` at 1. ``level=`` overrides all this (one level everywhere).
 - **Closed surface.** The grid is padded with empty space before marching cubes, so where the head meets the box
   (the neck at its bottom face) the surface is capped flat on the box face rather than left open; the vertices of
   such caps are put back onto the box face.

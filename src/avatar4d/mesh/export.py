@@ -3,6 +3,7 @@ picture and a report of its quality (``<stem>_report.json``) beside it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,14 +19,17 @@ from avatar4d.mesh.preview import render_preview
 from avatar4d.mesh.quality import MeshQuality, mesh_quality
 from avatar4d.mesh.surface import (
     LevelChoice,
+    blended_levels,
     choose_level,
     edge_counts,
     extract_surface,
+    face_level,
     front_depth_offset,
     front_silhouette_agreement,
     grid_shape,
     iso_level,
     largest_component,
+    near_points_weight,
     opaque_from_front,
     sample_density,
     smooth_surface,
@@ -61,8 +65,12 @@ class MeshResult:
     silhouette_agreement: float
     """IoU of the mesh's front silhouette (voxel estimate) with what the avatar renders as opaque from the front."""
     depth_offset_mm: float
-    """Median distance, seen from the front, between the surface and where the avatar's rendered light ends
-    (:func:`~avatar4d.mesh.surface.front_depth_offset`), millimetres."""
+    """Median distance, seen from the front, between the surface at ``level`` and where the avatar's rendered light
+    ends (:func:`~avatar4d.mesh.surface.front_depth_offset`), millimetres."""
+    face_level: float | None
+    """The level near the tracked face, where it differs from ``level`` (None: ``level`` everywhere)."""
+    face_depth_offset_mm: float
+    """The same offset over the columns that look at the face, at the level used there, millimetres."""
     watertight: bool
     """Every edge is shared by exactly two faces (a closed surface)."""
     boundary_edges: int
@@ -121,7 +129,14 @@ class _Surface:
     total_faces: int
 
 
-def _extract(avatar: Avatar, frames: Conditioning, resolution: int, level: float | None) -> _Surface:
+FACE_LEVEL_INNER_M = 0.01
+"""The face's level holds within this distance of the tracked face's landmarks..."""
+FACE_LEVEL_FADE_M = 0.01
+"""...and gives way to the level that covers the rest over this much farther out."""
+
+
+def _extract(avatar: Avatar, frames: Conditioning, resolution: int, level: float | None,
+             face_landmarks: np.ndarray) -> _Surface:
     """The largest piece of the surface of the avatar's density at one prepared expression."""
     field = avatar.field
     box_min = field.box_min.cpu().numpy().astype(np.float64)
@@ -130,18 +145,31 @@ def _extract(avatar: Avatar, frames: Conditioning, resolution: int, level: float
     density = sample_density(field, frames, box_min, box_max, shape, occupancy=avatar.occupancy)
     voxel_level = iso_level(avatar.config.field.canonical.voxel_size_m)
     spacing_z = float(box_max[2] - box_min[2]) / (shape[2] - 1)
+    target = opaque_from_front(density, spacing_z)
+    weight = near_points_weight(shape, box_min, box_max, face_landmarks, FACE_LEVEL_INNER_M, FACE_LEVEL_FADE_M)
+    face_columns = target & (weight.max(2) >= 1.0)
     if level is None:
         choice = choose_level(density, spacing_z, voxel_level)
+        near_face = face_level(density, spacing_z, voxel_level, face_columns)
+        if near_face is not None and near_face != choice.level:
+            choice = dataclasses.replace(choice, face_level=near_face, face_depth_offset_m=front_depth_offset(
+                density, near_face, spacing_z, face_columns))
         if choice.level < voxel_level:
             note(f"mesh: the field is soft (briefly trained?): surface level {choice.level:.4g} per metre (a crisp "
-                 f"field's would be {voxel_level:.4g}), where the rendered light ends (median "
-                 f"{1000 * choice.depth_offset_m:.1f} mm off) and covering what renders opaque (front silhouette "
-                 f"agreement {choice.agreement:.2f}); set it with --level")
+                 f"field's would be {voxel_level:.4g}) so that the mesh covers what renders opaque (front silhouette "
+                 f"agreement {choice.agreement:.2f})"
+                 + (f", {choice.face_level:.4g} at the face" if choice.face_level is not None else "")
+                 + "; set it with --level")
     else:
-        target = opaque_from_front(density, spacing_z)
         choice = LevelChoice(float(level), voxel_level, front_silhouette_agreement(density, float(level), target),
                              front_depth_offset(density, float(level), spacing_z, target))
-    vertices, faces = extract_surface(density, choice.level, box_min, box_max)
+    if choice.face_level is None:
+        choice = dataclasses.replace(choice, face_depth_offset_m=front_depth_offset(density, choice.level, spacing_z,
+                                                                                    face_columns))
+        vertices, faces = extract_surface(density, choice.level, box_min, box_max)
+    else:
+        levels = blended_levels(choice.level, choice.face_level, weight)
+        vertices, faces = extract_surface(density / levels, 1.0, box_min, box_max)
     total_faces = faces.shape[0]
     vertices, faces, dropped = largest_component(vertices, faces)
     if dropped:
@@ -184,9 +212,9 @@ def export_mesh(avatar_dir: Path, out: Path, *, code: np.ndarray | None = None, 
     code = _check_code(avatar, code)
     latent = field.mean_latent()[None] if avatar.config.field.use_latent_code else None
     frames = field.prepare(torch.from_numpy(code).to(avatar.device)[None], latent)
-    surface = _extract(avatar, frames, resolution, level)
-    faces, choice = surface.faces, surface.choice
     face_landmarks = avatar.face_model.landmarks(code[None].astype(np.float64))[0]
+    surface = _extract(avatar, frames, resolution, level, face_landmarks)
+    faces, choice = surface.faces, surface.choice
     box_min, box_max = (t.cpu().numpy().astype(np.float64) for t in (field.box_min, field.box_max))
     unsmoothed = mesh_quality(surface.vertices, faces, face_landmarks)
     vertices = smooth_surface(surface.vertices, faces, smooth_iterations, box_min, box_max)
@@ -198,7 +226,8 @@ def export_mesh(avatar_dir: Path, out: Path, *, code: np.ndarray | None = None, 
         mesh=out, preview=preview, num_vertices=int(vertices.shape[0]), num_faces=int(faces.shape[0]),
         bounds_min=tuple(float(v) for v in vertices.min(0)), bounds_max=tuple(float(v) for v in vertices.max(0)),
         level=choice.level, voxel_level=choice.voxel_level, silhouette_agreement=choice.agreement,
-        depth_offset_mm=1000.0 * choice.depth_offset_m,
+        depth_offset_mm=1000.0 * choice.depth_offset_m, face_level=choice.face_level,
+        face_depth_offset_mm=1000.0 * choice.face_depth_offset_m,
         watertight=boundary == 0 and nonmanifold == 0, boundary_edges=boundary, nonmanifold_edges=nonmanifold,
         dropped_components=surface.dropped, dropped_faces=surface.total_faces - int(faces.shape[0]),
         report=report_path_for(out), smooth_iterations=smooth_iterations, smoothing_shift_mm=shift_mm,

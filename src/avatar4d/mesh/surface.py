@@ -47,6 +47,10 @@ class LevelChoice:
     depth_offset_m: float = float("nan")
     """Median distance, over the columns rendered at least half opaque from the front, between where the surface at
     ``level`` is first met and where the column's light is half absorbed (the renderer's median depth), metres."""
+    face_level: float | None = None
+    """The level near the face (:func:`face_level`), blended into ``level`` away from it; None: ``level`` everywhere."""
+    face_depth_offset_m: float = float("nan")
+    """:func:`front_depth_offset` over the face's columns at ``face_level`` (or ``level``), metres."""
 
 
 def opaque_from_front(density: np.ndarray, spacing_z: float) -> np.ndarray:
@@ -116,6 +120,52 @@ def choose_level(density: np.ndarray, spacing_z: float, voxel_level: float, *, s
     offsets = {k: front_depth_offset(density, candidates[k], spacing_z, target) for k in qualified}
     chosen = min(qualified, key=lambda k: (round(offsets[k], 6), k))
     return LevelChoice(candidates[chosen], voxel_level, agreements[chosen], offsets[chosen])
+
+
+def face_level(density: np.ndarray, spacing_z: float, voxel_level: float, face_columns: np.ndarray, *,
+               steps: int = 13, above: int = 4, coverage: float = 0.95) -> float | None:
+    """The level at which the surface lies where the rendered light ends over the face alone: of the levels
+    ``voxel_level * sqrt(2) ** k`` (``-steps < k <= above``) that at least ``coverage`` of the face's columns cross,
+    the one with the smallest :func:`front_depth_offset` over them (None when no column renders opaque).
+
+    The face is the crispest part of a trained field (what the video shows best, and what the landmark and face
+    depth losses shape), so it takes a higher level than hair and clothes, which need a low one to be covered at all.
+
+    Args:
+        density: (X, Y, Z) as for :func:`choose_level`.
+        face_columns: (X, Y) bool columns that look at the face (and render opaque).
+    """
+    if not face_columns.any():
+        return None
+    columns = density[face_columns]
+    best_level, best_offset = None, float("inf")
+    for k in range(above, -steps, -1):  # highest first: ties keep the higher level
+        level = voxel_level * math.sqrt(2.0) ** k
+        if (columns > level).any(1).mean() < coverage:
+            continue
+        offset = front_depth_offset(density, level, spacing_z, face_columns)
+        if offset < best_offset - 1e-6:
+            best_level, best_offset = level, offset
+    return best_level
+
+
+def blended_levels(cover_level: float, face_level: float, face_weight: np.ndarray) -> np.ndarray:
+    """Per-vertex iso level: ``face_level`` where ``face_weight`` is 1, ``cover_level`` where it is 0, geometric in
+    between (the surface of ``density / levels`` at 1 then moves smoothly from one to the other)."""
+    return np.exp(np.log(cover_level) + face_weight * (np.log(face_level) - np.log(cover_level))).astype(np.float32)
+
+
+def near_points_weight(shape: tuple[int, int, int], box_min: np.ndarray, box_max: np.ndarray, points: np.ndarray,
+                       inner_m: float, fade_m: float) -> np.ndarray:
+    """(X, Y, Z) weight on the box's vertex grid: 1 within ``inner_m`` of any of the (P, 3) points, falling linearly
+    to 0 at ``inner_m + fade_m`` (distance by the Euclidean distance transform of the grid, in metres)."""
+    spacing = (np.asarray(box_max, np.float64) - box_min) / (np.array(shape) - 1)
+    seeds = np.ones(shape, dtype=bool)
+    index = np.round((points - box_min) / spacing).astype(int)
+    inside = np.all((index >= 0) & (index < np.array(shape)), axis=1)
+    seeds[tuple(index[inside].T)] = False
+    distance = ndimage.distance_transform_edt(seeds, sampling=spacing)
+    return np.clip((inner_m + fade_m - distance) / fade_m, 0.0, 1.0).astype(np.float32)
 
 
 def grid_shape(extent: np.ndarray, resolution: int) -> tuple[int, int, int]:
