@@ -193,7 +193,12 @@ def _ray_overhead(runs: dict) -> list[str]:
 EXTRA_TABLES = (
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
-    ("render-speed-before", "the same avatars through the renderer before the 2026-12-04 render changes"),
+    ("render-speed-before", "five 200-step avatars through the renderer before the 2026-12-04 render changes (the same "
+                            "avatars after them: 25.4 and 7.8 FPS, record `20261204-180033-render-speed`)"),
+    ("fast-path-quality", "the fast path against one ray per pixel, same avatars (`benchmarks/fast_path_quality.py`)"),
+    ("fidelity-distortion", "the distortion loss, ablation (`benchmarks/fidelity.py --variants upsampler distortion`)"),
+    ("train-step", "training step time (`benchmarks/train_step.py`)"),
+    ("plateau-replay", "the plateau rule replayed on training logs (`benchmarks/plateau_replay.py`)"),
     ("face-depth", "dense face depth supervision (`benchmarks/face_depth.py`)"),
     ("render-levers", "render levers (`benchmarks/render_levers.py`)"),
     ("viewer-frame-time", "the viewer's frame time in Chromium (`benchmarks/viewer_frame_time.py`)"),
