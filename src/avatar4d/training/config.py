@@ -81,7 +81,8 @@ class TrainConfig:
     """Stop once training has run this long (0: run every iteration of the schedule)."""
     plateau_s: float = 0.0
     """Stop once the held-out probe's PSNR has not risen by ``plateau_gain_db`` within this many seconds of training
-    (0: never); it needs probes (``probe_every_s``) and counts those at the final resolution only. The probe's frames
+    (0: never; the preview preset: 60); it needs probes (the spread ``evaluations`` or ``probe_every_s``) and counts
+    those at the final resolution only. The probe's frames
     are held-out frames, so this stop is chosen on frames that ``evaluate`` scores too."""
     plateau_gain_db: float = 0.1
     heldout_probe_frames: int = 4
