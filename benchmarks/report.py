@@ -191,6 +191,8 @@ def _ray_overhead(runs: dict) -> list[str]:
 
 
 EXTRA_TABLES = (
+    ("fidelity-preview", "quality at the video's resolution of the five 1500-step preview avatars "
+                         "(`benchmarks/fidelity.py --variants upsampler --time-limit 0`)"),
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
     ("render-speed-before", "five 200-step avatars through the renderer before the 2026-12-04 render changes (the same "
