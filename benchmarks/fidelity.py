@@ -13,7 +13,8 @@ training-versus-held-out gap):
 - ``end_to_end``: the patch loss also trains the field (HeadNeRF's way: its feature channels learn for the upsampler);
 - ``pixel_heavy``: end to end with ten times the L1 weight;
 - ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
-- ``distortion``: the preset with Mip-NeRF 360's distortion loss (weight ``--distortion``): a thinner surface.
+- ``distortion``: the preset with Mip-NeRF 360's distortion loss (weight ``--distortion``): a thinner surface;
+- ``face_depth``: the preset with the face depth loss (weight 0.01): the face model's surface supervises the depth.
 
 Writes ``results/<stamp>-fidelity.json`` and ``.md`` (the table docs/benchmarks.md includes).
 """
@@ -29,15 +30,19 @@ from pathlib import Path
 
 from stages import save_table
 
-VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion")
+VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth")
 
 
-def variant_config(name: str, time_limit_s: float, iterations: int | None, distortion: float = 0.05):
-    """The preview preset, or the preview preset without its upsampler."""
+def variant_config(name: str, time_limit_s: float, iterations: int | None, distortion: float = 0.05,
+                   plateau_s: float | None = None):
+    """The preview preset, or the preview preset without its upsampler (``plateau_s``: its plateau stop, None: the
+    preset's)."""
     from avatar4d.render.upsampler import UpsamplerConfig
     from avatar4d.training import presets
 
     config = dataclasses.replace(presets.get("preview", iterations=iterations), time_limit_s=time_limit_s)
+    if plateau_s is not None:
+        config = dataclasses.replace(config, plateau_s=plateau_s)
     if name == "upsampler":
         return config
     if name == "end_to_end":
@@ -47,6 +52,8 @@ def variant_config(name: str, time_limit_s: float, iterations: int | None, disto
                                    loss=dataclasses.replace(config.loss, patch_l1=1.0))
     if name == "distortion":
         return dataclasses.replace(config, loss=dataclasses.replace(config.loss, distortion=distortion))
+    if name == "face_depth":
+        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, face_depth=0.01))
     if name == "no_perceptual":
         return dataclasses.replace(config, loss=dataclasses.replace(config.loss, patch_perceptual=0.0))
     if name == "baseline":
@@ -62,7 +69,7 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
 
     out = options.work / f"{dataset.parent.name if dataset.name == 'dataset' else dataset.name}-{variant}"
     if not (out / "config.json").exists():
-        train(dataset, out, variant_config(variant, options.time_limit, options.iterations, options.distortion))
+        train(dataset, out, variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau))
     started = time.perf_counter()
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     if "training_frames" in previous and "lpips" in previous["mean"]:  # trained and evaluated by an earlier run
@@ -99,6 +106,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds of training per avatar")
     parser.add_argument("--iterations", type=int, default=None, help="steps (default: the preview preset's)")
     parser.add_argument("--distortion", type=float, default=0.05, help="weight of the distortion variant's loss")
+    parser.add_argument("--plateau", type=float, default=None,
+                        help="seconds of the plateau stop (0: off; default: the preset's)")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     options = parser.parse_args()
