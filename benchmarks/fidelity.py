@@ -69,7 +69,8 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
 
     out = options.work / f"{dataset.parent.name if dataset.name == 'dataset' else dataset.name}-{variant}"
     if not (out / "config.json").exists():
-        train(dataset, out, variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau))
+        config = variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau)
+        train(dataset, out, config)
     started = time.perf_counter()
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
     if "training_frames" in previous and "lpips" in previous["mean"]:  # trained and evaluated by an earlier run
