@@ -199,6 +199,8 @@ EXTRA_TABLES = (
                             "avatars after them: 25.4 and 7.8 FPS, record `20261204-180033-render-speed`)"),
     ("fast-path-quality", "the fast path against one ray per pixel, same avatars (`benchmarks/fast_path_quality.py`)"),
     ("fidelity-distortion", "the distortion loss, ablation (`benchmarks/fidelity.py --variants upsampler distortion`)"),
+    ("fidelity-face-depth", "the face depth loss, ablation (`benchmarks/fidelity.py --variants upsampler face_depth "
+                            "--plateau 0`)"),
     ("train-step", "training step time (`benchmarks/train_step.py`)"),
     ("plateau-replay", "the plateau rule replayed on training logs (`benchmarks/plateau_replay.py`)"),
     ("face-depth", "dense face depth supervision (`benchmarks/face_depth.py`)"),

@@ -135,7 +135,8 @@ def with_face_depth(config, weight: float):
 
 
 def test_without_the_face_depth_weight_no_targets_are_built_and_no_rays_drawn(prepared_dataset, short_train_config):
-    assert short_train_config.loss.face_depth == 0.0  # the preview preset's default
+    assert short_train_config.loss.face_depth > 0.0  # the preview preset's default: on
+    short_train_config = with_face_depth(short_train_config, 0.0)
     run = _build_run(load_dataset(prepared_dataset), short_train_config)
     assert run.face_depth is None
     batch = run.sampler.sample(run.images[32], run.generator)

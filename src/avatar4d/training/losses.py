@@ -31,8 +31,8 @@ class LossConfig:
     landmark_depth_sigma_m: float = 0.01
     face_depth: float = 0.0
     """Weight of :func:`face_depth_loss`: where rays through the face region end against the face model's surface
-    rasterised into the frame (``avatar4d.dataset.face_depth``); dense where ``landmark_depth`` has 478 points (0 = off,
-    the default until its effect on held-out scores is measured)."""
+    rasterised into the frame (``avatar4d.dataset.face_depth``); dense where ``landmark_depth`` has 478 points (0 = off;
+    the preview preset uses 0.01: on four shared videos its held-out scores moved -0.08 to +0.13 dB)."""
     face_depth_sigma_m: float = 0.005
     """Scale of :func:`face_depth_loss`: quadratic below it, linear above (the template surface is a coarse
     triangulation, a few millimetres off the skin between landmarks; occluders such as hair or hands are far off)."""

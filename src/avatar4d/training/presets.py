@@ -14,6 +14,7 @@ from avatar4d.field.voxel_grid import VoxelGridConfig
 from avatar4d.render.renderer import RendererConfig
 from avatar4d.render.upsampler import UpsamplerConfig
 from avatar4d.training.config import TrainConfig
+from avatar4d.training.losses import LossConfig
 from avatar4d.training.schedule import ScheduleConfig
 
 PREVIEW = TrainConfig(
@@ -27,6 +28,7 @@ PREVIEW = TrainConfig(
     frames_per_batch=4,
     rays_per_frame=1024,
     occupancy_warmup=40,
+    loss=LossConfig(face_depth=0.01),  # the face's mesh 2.6 mm from the tracked face instead of 4-5 (two videos)
     plateau_s=60.0,  # replayed on five shared videos' full runs: 0-42 % less training, held-out probe within 0.11 dB
 )
 
