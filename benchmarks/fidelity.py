@@ -14,7 +14,12 @@ training-versus-held-out gap):
 - ``pixel_heavy``: end to end with ten times the L1 weight;
 - ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
 - ``distortion``: the preset with Mip-NeRF 360's distortion loss (weight ``--distortion``): a thinner surface;
-- ``face_depth``: the preset with the face depth loss (weight 0.01): the face model's surface supervises the depth.
+- ``face_depth``: the preset with the face depth loss (weight 0.01): the face model's surface supervises the depth;
+- ``no_latent``: no per-frame latent code (it can key each training frame's density and colour);
+- ``code_noise``: Gaussian noise (``--code-noise``) on the training batch's expression codes;
+- ``a+b``: both changes;
+- ``code_weights``: the preset with each expression component's code weighted by its share of the landmarks' motion
+  (``code_weight_power``, ``--code-weight-power``): the minor components, mostly tracking noise, cannot key the grids.
 
 Writes ``results/<stamp>-fidelity.json`` and ``.md`` (the table docs/benchmarks.md includes).
 """
@@ -30,37 +35,48 @@ from pathlib import Path
 
 from stages import save_table
 
-VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth")
+VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
+            "code_weights", "no_latent", "code_noise")
+
+
+def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
+    """``config`` with one named change (see the module's docstring)."""
+    from avatar4d.render.upsampler import UpsamplerConfig
+
+    field, loss = config.field, config.loss
+    changes = {
+        "upsampler": lambda: config,
+        "end_to_end": lambda: dataclasses.replace(config, patch_trains_field=True),
+        "pixel_heavy": lambda: dataclasses.replace(config, patch_trains_field=True,
+                                                   loss=dataclasses.replace(loss, patch_l1=1.0)),
+        "distortion": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, distortion=distortion)),
+        "face_depth": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, face_depth=0.01)),
+        "no_perceptual": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_perceptual=0.0)),
+        "code_weights": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, expression=dataclasses.replace(field.expression, code_weight_power=code_weight_power))),
+        "code_noise": lambda: dataclasses.replace(config, code_noise=code_noise),
+        "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
+        "baseline": lambda: dataclasses.replace(
+            config, upsampler=UpsamplerConfig(factor=1),
+            field=dataclasses.replace(field, decoder=dataclasses.replace(field.decoder, feature_channels=0))),
+    }
+    if name not in changes:
+        raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    return changes[name]()
 
 
 def variant_config(name: str, time_limit_s: float, iterations: int | None, distortion: float = 0.05,
-                   plateau_s: float | None = None):
-    """The preview preset, or the preview preset without its upsampler (``plateau_s``: its plateau stop, None: the
+                   plateau_s: float | None = None, code_weight_power: float = 1.0, code_noise: float = 0.25):
+    """The preview preset with the variant's changes (``a+b``: both; ``plateau_s``: its plateau stop, None: the
     preset's)."""
-    from avatar4d.render.upsampler import UpsamplerConfig
     from avatar4d.training import presets
 
     config = dataclasses.replace(presets.get("preview", iterations=iterations), time_limit_s=time_limit_s)
     if plateau_s is not None:
         config = dataclasses.replace(config, plateau_s=plateau_s)
-    if name == "upsampler":
-        return config
-    if name == "end_to_end":
-        return dataclasses.replace(config, patch_trains_field=True)
-    if name == "pixel_heavy":
-        return dataclasses.replace(config, patch_trains_field=True,
-                                   loss=dataclasses.replace(config.loss, patch_l1=1.0))
-    if name == "distortion":
-        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, distortion=distortion))
-    if name == "face_depth":
-        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, face_depth=0.01))
-    if name == "no_perceptual":
-        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, patch_perceptual=0.0))
-    if name == "baseline":
-        decoder = dataclasses.replace(config.field.decoder, feature_channels=0)
-        return dataclasses.replace(config, upsampler=UpsamplerConfig(factor=1),
-                                   field=dataclasses.replace(config.field, decoder=decoder))
-    raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    for part in name.split("+"):
+        config = _with(config, part, distortion, code_weight_power, code_noise)
+    return config
 
 
 def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
@@ -69,7 +85,8 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
 
     out = options.work / f"{dataset.parent.name if dataset.name == 'dataset' else dataset.name}-{variant}"
     if not (out / "config.json").exists():
-        config = variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau)
+        config = variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau,
+                                options.code_weight_power, options.code_noise)
         train(dataset, out, config)
     started = time.perf_counter()
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -101,12 +118,15 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", type=Path)
-    parser.add_argument("--variants", nargs="+", default=["baseline", "upsampler"], choices=VARIANTS)
-    parser.add_argument("--ablations", nargs="*", default=[], choices=VARIANTS,
+    parser.add_argument("--variants", nargs="+", default=["baseline", "upsampler"], help=", ".join(VARIANTS))
+    parser.add_argument("--ablations", nargs="*", default=[],
                         help="more variants, on the first dataset only")
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds of training per avatar")
     parser.add_argument("--iterations", type=int, default=None, help="steps (default: the preview preset's)")
     parser.add_argument("--distortion", type=float, default=0.05, help="weight of the distortion variant's loss")
+    parser.add_argument("--code-weight-power", type=float, default=1.0,
+                        help="the code_weights variant's power (1: weights proportional to the components' stddev)")
+    parser.add_argument("--code-noise", type=float, default=0.25, help="the code_noise variant's standard deviation")
     parser.add_argument("--plateau", type=float, default=None,
                         help="seconds of the plateau stop (0: off; default: the preset's)")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")

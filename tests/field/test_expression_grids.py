@@ -15,6 +15,7 @@ from avatar4d.field.expression_grids import (
     ExpressionGrids,
     ExpressionGridsConfig,
     RegionGeometry,
+    code_weights,
     face_region_weights,
 )
 from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
@@ -190,6 +191,40 @@ def test_face_region_weights_are_one_near_the_landmarks_and_zero_far_away(face_t
     assert (weights[near] == 1).all()
     assert (weights[far] == 0).all()
     assert (weights >= 0).all() and (weights <= 1).all()
+
+
+def test_code_weights_follow_the_components_stddev():
+    stddev = np.array([40.0, 20.0, 10.0, 1.0])
+    np.testing.assert_array_equal(code_weights(stddev, 0.0), np.ones(4, np.float32))
+    np.testing.assert_allclose(code_weights(stddev, 1.0), [1.0, 0.5, 0.25, 0.025], rtol=1e-6)
+    np.testing.assert_allclose(code_weights(stddev, 0.5), np.sqrt([1.0, 0.5, 0.25, 0.025]), rtol=1e-6)
+
+
+def test_weighted_mix_equals_the_mix_of_weighted_codes():
+    plain = random_grids(num_components=4)
+    weights = torch.tensor([1.0, 0.5, 0.25, 0.025])
+    weighted = ExpressionGrids(plain.config, 4, GEOMETRY, plain.region_weights, weights)
+    with torch.no_grad():
+        weighted.tables.copy_(plain.tables)
+    codes = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(weighted.mix(codes), plain.mix(codes * weights))
+    with pytest.raises(ValueError, match="component_weights"):
+        ExpressionGrids(plain.config, 4, GEOMETRY, plain.region_weights, torch.ones(3))
+
+
+def test_code_weights_are_derived_not_saved(face_template):
+    """A field with weighted codes saves the same tensors as one without (old avatars load unchanged); the weights
+    come from the config and the face model's stddev."""
+    config = HeadFieldConfig()
+    weighted_config = dataclasses.replace(
+        config, expression=dataclasses.replace(config.expression, code_weight_power=1.0))
+    geometry = field_geometry(face_template, config)
+    stddev = np.linspace(40.0, 1.0, 32)
+    plain = HeadField(config, geometry, 32, 2, face_template, component_stddev=stddev)
+    weighted = HeadField(weighted_config, geometry, 32, 2, face_template, component_stddev=stddev)
+    assert plain.state_dict().keys() == weighted.state_dict().keys()
+    assert torch.equal(plain.expression.component_weights, torch.ones(32))
+    torch.testing.assert_close(weighted.expression.component_weights, torch.from_numpy(stddev / 40.0).float())
 
 
 @pytest.fixture(scope="module")

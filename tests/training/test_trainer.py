@@ -322,7 +322,8 @@ def test_a_saved_avatar_renders_the_pixels_of_the_in_memory_field(tmp_path, prep
     config = short_train_config
     model = dataset.face_model
     field = HeadField(config.field, field_geometry(model.template, config.field), model.num_components,
-                      len(dataset.train_indices), model.template, torch.Generator().manual_seed(0))
+                      len(dataset.train_indices), model.template, torch.Generator().manual_seed(0),
+                      model.basis.stddev)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a field that is not at its initial values, with every part mattering
         field.expression.tables.normal_(generator=gen)

@@ -35,6 +35,12 @@ class ExpressionGridsConfig:
     """The face region: within this distance of the subject's landmark template (covers the mouth interior)."""
     region_falloff_m: float = 0.01
     """Soft edge of the region (weight goes from 1 to 0 over this distance)."""
+    code_weight_power: float = 0.0
+    """Each component's code is weighted by ``(stddev_k / stddev_0) ** power`` before the grids are mixed (stddev:
+    how far the component moves the landmarks over the video). 0 treats every component alike, though the codes
+    have unit variance and the last ones move the landmarks by hundredths of a millimetre (mostly tracking noise, a
+    key per frame for the grids to memorise); 1 lets a component change the field only as much as it moves the
+    face."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,16 @@ def face_region_weights(template: np.ndarray, geometry: RegionGeometry, config: 
     return weights.astype(np.float32)
 
 
+def code_weights(stddev: np.ndarray, power: float) -> np.ndarray:
+    """(K,) weight of each component's code: ``(stddev_k / stddev_0) ** power``.
+
+    Args:
+        stddev: (K,) the expression basis's standard deviation per component, largest first.
+    """
+    stddev = np.asarray(stddev, dtype=np.float64)
+    return ((stddev / stddev[0]) ** power).astype(np.float32)
+
+
 class ExpressionGrids(nn.Module):
     """K motion grids over a region box, and the region's spatial prior weights.
 
@@ -72,10 +88,11 @@ class ExpressionGrids(nn.Module):
         num_components: K, the length of the expression code.
         geometry: the region box and grid shape.
         region_weights: (cells,) the spatial prior (all ones to switch the prior off).
+        component_weights: (K,) the weight of each component's code (:func:`code_weights`; default all ones).
     """
 
     def __init__(self, config: ExpressionGridsConfig, num_components: int, geometry: RegionGeometry,
-                 region_weights: Tensor) -> None:
+                 region_weights: Tensor, component_weights: Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.geometry = geometry
@@ -85,6 +102,12 @@ class ExpressionGrids(nn.Module):
             raise ValueError(f"region_weights must be ({cells},), got {tuple(region_weights.shape)}")
         self.tables = nn.Parameter(torch.zeros(num_components, cells, config.channels))
         self.register_buffer("region_weights", region_weights.float())
+        if component_weights is None:
+            component_weights = torch.ones(num_components)
+        if component_weights.shape != (num_components,):
+            raise ValueError(f"component_weights must be ({num_components},), got {tuple(component_weights.shape)}")
+        # derived from the config and the face model at construction, so not saved with the weights
+        self.register_buffer("component_weights", component_weights.float(), persistent=False)
         self.register_buffer("box_min", torch.tensor(geometry.box_min, dtype=torch.float32))
         self.register_buffer("box_max", torch.tensor(geometry.box_max, dtype=torch.float32))
 
@@ -93,7 +116,7 @@ class ExpressionGrids(nn.Module):
         return self.tables.shape[-1]
 
     def mix(self, codes: Tensor) -> Tensor:
-        """Per-frame motion grids ``region_weights * sum_k codes[f, k] * tables[k]``.
+        """Per-frame motion grids ``region_weights * sum_k component_weights[k] * codes[f, k] * tables[k]``.
 
         Args:
             codes: (F, K) expression codes.
@@ -101,7 +124,7 @@ class ExpressionGrids(nn.Module):
         Returns:
             (F, cells, C).
         """
-        mixed = torch.einsum("fk,kpc->fpc", codes, self.tables)
+        mixed = torch.einsum("fk,kpc->fpc", codes * self.component_weights, self.tables)
         return mixed * self.region_weights[None, :, None]
 
     def features(self, mixed: Tensor, points: Tensor, frame_ids: Tensor) -> Tensor:

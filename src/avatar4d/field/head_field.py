@@ -13,6 +13,7 @@ from avatar4d.field.expression_grids import (
     ExpressionGrids,
     ExpressionGridsConfig,
     RegionGeometry,
+    code_weights,
     face_region_weights,
 )
 from avatar4d.field.heads import Decoder, DecoderConfig
@@ -128,10 +129,13 @@ class HeadField(nn.Module):
         template: (L, 3) the landmark template, for the spatial prior (ignored when the prior is off).
         generator: seeds the initial weights (grid features and decoder); None draws the decoder's from torch's
             global generator.
+        component_stddev: (K,) the expression basis's standard deviation per component, for the code weights
+            (``config.expression.code_weight_power``); None weighs every component alike.
     """
 
     def __init__(self, config: HeadFieldConfig, geometry: FieldGeometry, num_components: int, num_frames: int,
-                 template: np.ndarray, generator: torch.Generator | None = None) -> None:
+                 template: np.ndarray, generator: torch.Generator | None = None,
+                 component_stddev: np.ndarray | None = None) -> None:
         super().__init__()
         self.config = config
         self.geometry = geometry
@@ -146,7 +150,11 @@ class HeadField(nn.Module):
             cells = grid_cells(geometry.region.shape)
             weights = (torch.from_numpy(face_region_weights(template, geometry.region, config.expression))
                        if config.use_spatial_prior else torch.ones(cells))
-            self.expression = ExpressionGrids(config.expression, num_components, geometry.region, weights)
+            power = config.expression.code_weight_power
+            component_weights = (torch.from_numpy(code_weights(component_stddev, power))
+                                 if component_stddev is not None and power != 0 else None)
+            self.expression = ExpressionGrids(config.expression, num_components, geometry.region, weights,
+                                              component_weights)
             in_features += config.expression.channels
         latent_dim = config.latent_dim if config.use_latent_code else 0
         self.latents = nn.Parameter(torch.zeros(num_frames, latent_dim))

@@ -40,6 +40,9 @@ class TrainConfig:
     frames_per_batch: int = 4
     """Frames per batch (their expression grids are mixed once each)."""
     rays_per_frame: int = 1024
+    code_noise: float = 0.0
+    """Standard deviation of Gaussian noise added to each batch frame's expression code (unit-variance components,
+    before the field's code weights), a fresh draw every step: smoothness across expressions (0 = off)."""
     landmark_rays_per_frame: int = 64
     """Extra rays per frame through tracked landmarks, for the landmark depth loss."""
     face_depth_rays_per_frame: int = 256

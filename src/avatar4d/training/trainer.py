@@ -156,7 +156,8 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     model = dataset.face_model
     geometry = field_geometry(model.template, config.field)
     train_indices = dataset.train_indices
-    head = HeadField(config.field, geometry, model.num_components, len(train_indices), model.template, generator)
+    head = HeadField(config.field, geometry, model.num_components, len(train_indices), model.template, generator,
+                     model.basis.stddev)
     occupancy = OccupancyGrid.with_cell_size(head.box_min, head.box_max, config.occupancy_cell_m)
     groups = [
         {"name": "canonical", "params": [head.canonical.table], "lr": config.optimizer.canonical},
@@ -370,8 +371,10 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
     batch = run.sampler.sample(images, run.generator)
     step_rays = _step_rays(run, images, batch)
     rays, colour = step_rays.rays, step_rays.colour
-    batch_latents = run.field.latents[rays.frame_rows]
-    frames = run.field.prepare(run.codes[rays.frame_rows], batch_latents)
+    batch_latents, codes = run.field.latents[rays.frame_rows], run.codes[rays.frame_rows]
+    if config.code_noise > 0:  # nearby expressions must look alike: the grids cannot key on a frame's exact code
+        codes = codes + config.code_noise * torch.randn(codes.shape, generator=run.generator).to(codes.device)
+    frames = run.field.prepare(codes, batch_latents)
     skip = step >= config.occupancy_warmup
     output = render_rays(run.field, rays.origins, rays.directions, rays.frame_ids, frames,
                          _background(run, rays.background), config.renderer, run.occupancy if skip else None,
