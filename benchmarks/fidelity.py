@@ -17,11 +17,15 @@ training-versus-held-out gap):
 - ``face_depth``: the preset with the face depth loss (weight 0.01): the face model's surface supervises the depth;
 - ``no_latent``: no per-frame latent code (it can key each training frame's density and colour);
 - ``code_noise``: Gaussian noise (``--code-noise``) on the training batch's expression codes;
+- ``fine_canonical``: the canonical grid at 3.5 mm instead of 5 mm;
+- ``plain_codes``: neither code weights nor code noise (the preview preset before 2026-12-05);
+- ``head_prior``: the head prior loss (weight 0.01): the head's core, which no view sees, kept solid;
 - ``a+b``: both changes;
 - ``code_weights``: the preset with each expression component's code weighted by its share of the landmarks' motion
   (``code_weight_power``, ``--code-weight-power``): the minor components, mostly tracking noise, cannot key the grids.
 
-Writes ``results/<stamp>-fidelity.json`` and ``.md`` (the table docs/benchmarks.md includes).
+Writes ``results/<stamp>-<kind>.json`` and ``.md`` (``--kind``, default ``fidelity``; the table docs/benchmarks.md
+includes).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from pathlib import Path
 from stages import save_table
 
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
-            "code_weights", "no_latent", "code_noise")
+            "code_weights", "no_latent", "code_noise", "fine_canonical",
+            "plain_codes", "head_prior")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -55,6 +60,11 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "code_weights": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, expression=dataclasses.replace(field.expression, code_weight_power=code_weight_power))),
         "code_noise": lambda: dataclasses.replace(config, code_noise=code_noise),
+        "fine_canonical": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, canonical=dataclasses.replace(field.canonical, voxel_size_m=0.0035))),
+        "plain_codes": lambda: dataclasses.replace(config, code_noise=0.0, field=dataclasses.replace(
+            field, expression=dataclasses.replace(field.expression, code_weight_power=0.0))),
+        "head_prior": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, head_prior=0.01)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(
             config, upsampler=UpsamplerConfig(factor=1),
@@ -129,6 +139,7 @@ def main() -> None:
     parser.add_argument("--code-noise", type=float, default=0.25, help="the code_noise variant's standard deviation")
     parser.add_argument("--plateau", type=float, default=None,
                         help="seconds of the plateau stop (0: off; default: the preset's)")
+    parser.add_argument("--kind", default="fidelity", help="the record's name: results/<stamp>-<kind>.{json,md}")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     options = parser.parse_args()
@@ -149,7 +160,7 @@ def main() -> None:
                    else "its whole schedule")
                 + "; every held-out frame scored at the dataset's resolution (LPIPS: AlexNet v0.1; the face region "
                 "is the tracked face outline); training frames rendered the same way (mean latent code) give the gap.")
-    text = save_table(options.out, "fidelity", "Quality at full resolution", preamble, table(rows), rows)
+    text = save_table(options.out, options.kind, "Quality at full resolution", preamble, table(rows), rows)
     print(text)
 
 

@@ -193,6 +193,10 @@ def _ray_overhead(runs: dict) -> list[str]:
 EXTRA_TABLES = (
     ("fidelity-preview", "quality at the video's resolution of the five 1500-step preview avatars "
                          "(`benchmarks/fidelity.py --variants upsampler --time-limit 0`)"),
+    ("fidelity-codes", "expression code weights and code noise, ablation on the five shared videos "
+                       "(`benchmarks/fidelity.py --variants upsampler plain_codes --plateau 0 --time-limit 0`)"),
+    ("fidelity-codes-screen", "expression code changes screened on one video (`benchmarks/fidelity.py` variants "
+                              "`code_weights`, `code_noise`, `no_latent`, `fine_canonical`, `--plateau 0`)"),
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
     ("render-speed-before", "five 200-step avatars through the renderer before the 2026-12-04 render changes (the same "

@@ -12,6 +12,7 @@ from avatar4d.render.compositing import composite
 from avatar4d.training.losses import (
     LossConfig,
     face_depth_loss,
+    head_prior_loss,
     landmark_depth_loss,
     patch_loss,
     psnr_from_mse,
@@ -140,3 +141,13 @@ def test_face_depth_loss_is_zero_on_the_surface_and_pulls_the_ray_towards_it():
 
 def test_face_depth_is_off_by_default():
     assert LossConfig().face_depth == 0.0
+
+
+def test_head_prior_is_the_mean_transmittance_through_five_millimetres():
+    density = torch.tensor([0.0, 200.0, 1e4], requires_grad=True)
+    loss = head_prior_loss(density)
+    expected = (1.0 + math.exp(-1.0) + math.exp(-50.0)) / 3.0
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert (density.grad[:2] < 0).all()  # more density where it is thin lowers the loss
+    assert abs(float(density.grad[2])) < 1e-20  # already solid: nothing to gain

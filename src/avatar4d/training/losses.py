@@ -39,6 +39,12 @@ class LossConfig:
     distortion: float = 0.0
     """Weight of Mip-NeRF 360's distortion loss (per metre of spread along the ray, mean over the batch's rays):
     pulls each ray's weight into one short stretch, a thin surface instead of a haze (0 = off)."""
+    head_prior: float = 0.0
+    """Weight of :func:`head_prior_loss`: the transmittance through 5 mm at random points of the head's core
+    (``avatar4d.field.head_shape``), which no training view sees: the sides and back of the head stay solid in
+    views beyond the video's turn (0 = off)."""
+    head_prior_points: int = 1024
+    """Points of the core drawn at each step."""
     patch_l1: float = 0.1
     """Mean absolute error of the upsampler's full-resolution patch (with an upsampler only)."""
     patch_perceptual: float = 0.05
@@ -57,9 +63,11 @@ class LossTerms:
     face_depth: Tensor
     patch: Tensor
     distortion: Tensor
+    head_prior: Tensor
 
     def as_floats(self) -> dict[str, float]:
-        names = ("total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch", "distortion")
+        names = ("total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch", "distortion",
+                 "head_prior")
         return {k: float(getattr(self, k).detach()) for k in names}
 
 
@@ -101,7 +109,7 @@ def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity:
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],
                   latents: Tensor | None, config: LossConfig, depth: Tensor | None = None,
                   patch: Tensor | None = None, face_depth: Tensor | None = None,
-                  distortion: Tensor | None = None) -> LossTerms:
+                  distortion: Tensor | None = None, head_prior: Tensor | None = None) -> LossTerms:
     """Combine the loss terms.
 
     Args:
@@ -113,6 +121,7 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
         patch: the upsampler's patch loss (already weighted), or None.
         face_depth: :func:`face_depth_loss` (unweighted), or None.
         distortion: (R,) the rays' distortion (``RenderOutput.distortion``, unweighted), or None.
+        head_prior: :func:`head_prior_loss` (unweighted), or None.
     """
     rgb_loss = torch.mean((rgb - target_rgb) ** 2)
     mask_loss = torch.mean((opacity - target_opacity) ** 2)
@@ -128,8 +137,22 @@ def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opaci
     distortion_term = distortion.mean() if distortion is not None else rgb.new_zeros(())
     if distortion is not None and config.distortion > 0:
         total = total + config.distortion * distortion_term
+    head_prior_term = head_prior if head_prior is not None else rgb.new_zeros(())
+    if head_prior is not None:
+        total = total + config.head_prior * head_prior_term
     return LossTerms(total=total, rgb=rgb_loss, mask=mask_loss, tv=tv_loss, latent=latent_loss, depth=depth_loss,
-                     face_depth=face_depth_term, patch=patch_term, distortion=distortion_term)
+                     face_depth=face_depth_term, patch=patch_term, distortion=distortion_term,
+                     head_prior=head_prior_term)
+
+
+def head_prior_loss(density: Tensor, step_m: float = 0.005) -> Tensor:
+    """Mean transmittance ``exp(-density * step)`` through ``step_m`` metres at points of the head's core: 0 where
+    the field is solid there.
+
+    Args:
+        density: (N,) the field's density per metre at points drawn inside the core.
+    """
+    return torch.exp(-density * step_m).mean()
 
 
 def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float) -> Tensor:

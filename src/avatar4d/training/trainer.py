@@ -28,6 +28,7 @@ from avatar4d.environment import machine_description, pick_device
 from avatar4d.errors import AvatarError
 from avatar4d.evaluation.lpips import LPIPS, load_lpips
 from avatar4d.field.head_field import HeadField, field_geometry
+from avatar4d.field.head_shape import Ellipsoid, head_core
 from avatar4d.images import resize_square
 from avatar4d.progress import Progress, note
 from avatar4d.render.marching import OccupancyGrid
@@ -40,6 +41,7 @@ from avatar4d.training.losses import (
     LossConfig,
     LossTerms,
     face_depth_loss,
+    head_prior_loss,
     landmark_depth_loss,
     patch_loss,
     psnr_from_mse,
@@ -77,6 +79,8 @@ class Run:
     face_depth: FaceDepthTargets | None
     """The face model's surface in the training frames, at ``config.face_depth_size`` px (None without the face
     depth loss)."""
+    head_core: Ellipsoid
+    """Where the head surely is though no view shows it (for the head prior loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
     """CPU generator of every random draw (so a run is reproducible on any device)."""
@@ -126,10 +130,8 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
         scene = _scene_plate(run)
         save_avatar(work_dir, config=config, geometry=run.field.geometry, field=run.field, occupancy=run.occupancy,
                     upsampler=run.upsampler, dataset=dataset, scene=scene, image_size=config.schedule.resolutions[-1])
-        write_json_atomic(work_dir / "training_log.json", {"machine": machine_description(),
-                                                           "device": str(run.device),
-                                                           "training_seconds": run.state.elapsed_s,
-                                                           "log": run.state.log})
+        log = {"machine": machine_description(), "device": str(run.device), "training_seconds": run.state.elapsed_s}
+        write_json_atomic(work_dir / "training_log.json", {**log, "log": run.state.log})
         plot_training_curve(run.state.log, work_dir / "training_curve.png")
         (work_dir / CHECKPOINT).unlink(missing_ok=True)
     last = next((e for e in reversed(run.state.log) if "heldout_psnr" in e), None)
@@ -179,16 +181,12 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
                  if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
     face_depth = (face_depth_targets(dataset, train_indices, config.face_depth_size)
                   if config.loss.face_depth > 0 and config.face_depth_rays_per_frame > 0 else None)
-    head.to(device)
-    occupancy.to(device)
-    if upsampler is not None:
-        upsampler.to(device)
-    if perceptual is not None:
-        perceptual.to(device)
+    for module in (m for m in (head, occupancy, upsampler, perceptual) if m is not None):
+        module.to(device)
     return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, upsampler=upsampler,
-               perceptual=perceptual, optimizer=optimizer,
-               base_lrs=[g["lr"] for g in groups], sampler=sampler, images=images, codes=codes, landmarks=landmarks,
-               face_depth=face_depth,
+               perceptual=perceptual, optimizer=optimizer, base_lrs=[g["lr"] for g in groups], sampler=sampler,
+               images=images, codes=codes, landmarks=landmarks, face_depth=face_depth,
+               head_core=head_core(model.template),
                probe=HeldoutProbe.from_dataset(dataset, config.schedule.resolutions[-1], config.heldout_probe_frames),
                generator=generator)
 
@@ -211,9 +209,7 @@ def _build_upsampler(config: TrainConfig, generator: torch.Generator) -> tuple[U
 def _modules(run: Run) -> dict[str, torch.nn.Module]:
     """What a checkpoint holds besides the optimizer."""
     modules: dict[str, torch.nn.Module] = {"field": run.field, "occupancy": run.occupancy}
-    if run.upsampler is not None:
-        modules["upsampler"] = run.upsampler
-    return modules
+    return modules | ({"upsampler": run.upsampler} if run.upsampler is not None else {})
 
 
 def _background(run: Run, background: torch.Tensor) -> torch.Tensor:
@@ -238,8 +234,7 @@ class _Step:
 def _train_loop(run: Run, work_dir: Path) -> None:
     config = run.config
     total = config.schedule.iterations
-    evaluation_steps = {int(round(total * (i + 1) / config.evaluations)) for i in range(config.evaluations)} \
-        if config.evaluations > 0 else set()
+    evaluation_steps = {int(round(total * (i + 1) / config.evaluations)) for i in range(config.evaluations)}
     loss_config = dataclasses.replace(config.loss, mask=config.loss.mask if config.use_background else 0.0)
     next_probe = _next_probe_after(run.state.elapsed_s, config.probe_every_s)
     last_checkpoint = time.perf_counter()
@@ -389,12 +384,17 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
         extra = step_rays.face_depth
         surface = face_depth_loss(output.depth[extra], output.opacity[extra], step_rays.face_depth_distance,
                                   config.loss.face_depth_sigma_m)
+    prior = None  # the head prior: the core's points, spread over the batch's frames
+    if config.loss.head_prior > 0:
+        points = run.head_core.sample(config.loss.head_prior_points, run.generator).to(run.device)
+        ids = torch.arange(len(points), device=run.device) % len(codes)
+        prior = head_prior_loss(run.field.density(points, ids, frames))
     patch = (_upsampled_patch_loss(run, output, step_rays, frames, run.occupancy if skip else None, loss_config)
              if step_rays.patch_targets else None)
     terms = training_loss(output.rgb[colour], rays.rgb, output.opacity[colour], rays.opacity,
                           run.field.total_variation(config.loss.tv_samples, run.generator),
                           batch_latents if config.field.use_latent_code else None, loss_config, depth, patch, surface,
-                          output.distortion[colour] if output.distortion is not None else None)
+                          output.distortion[colour] if output.distortion is not None else None, prior)
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
