@@ -197,6 +197,9 @@ EXTRA_TABLES = (
                        "(`benchmarks/fidelity.py --variants upsampler plain_codes --plateau 0 --time-limit 0`)"),
     ("fidelity-codes-screen", "expression code changes screened on one video (`benchmarks/fidelity.py` variants "
                               "`code_weights`, `code_noise`, `no_latent`, `fine_canonical`, `--plateau 0`)"),
+    ("fidelity-head-prior", "the head prior loss on the widest head turns, ablation (`benchmarks/fidelity.py "
+                            "--variants upsampler head_prior` on a pose split of man_glasses_7s)"),
+    ("side-views", "side views and view consistency (`benchmarks/side_views.py score`)"),
     ("fidelity", "quality at the video's resolution (`benchmarks/fidelity.py`)"),
     ("render-speed", "interactive render speed (`benchmarks/render_speed.py`)"),
     ("render-speed-before", "five 200-step avatars through the renderer before the 2026-12-04 render changes (the same "

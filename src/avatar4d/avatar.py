@@ -301,10 +301,9 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     scene = read_rgb(root / "scene.png")
     if scene is None:
         raise AvatarError(f"{root / 'scene.png'} is not an image")
-    split = meta["split"]
     frames = AvatarFrames(camera_from_head=frames_t["camera_from_head"].numpy(), codes=frames_t["codes"].numpy(),
                           controls=frames_t["controls"].numpy(), source_frames=frames_t["source_frames"].numpy(),
-                          train=tuple(split["train"]), heldout=tuple(split["heldout"]))
+                          train=tuple(meta["split"]["train"]), heldout=tuple(meta["split"]["heldout"]))
     dataset_path = Path(meta["dataset"]) if meta.get("dataset") else None
     return Avatar(root=root, config=config, geometry=geometry, field=field, occupancy=occupancy, upsampler=upsampler,
                   face_model=face_model, camera=PinholeCamera(**meta["camera"]), image_size=int(meta["image_size"]),

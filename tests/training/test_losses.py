@@ -46,10 +46,10 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     tv = (torch.tensor(0.7), torch.tensor(0.2))
     latents = torch.randn(4, 8, generator=gen)
     config = LossConfig(mask=0.3, tv_canonical=0.01, tv_motion=0.05, latent=0.002, landmark_depth=0.004,
-                        face_depth=0.02, distortion=0.5)
+                        face_depth=0.02, distortion=0.5, head_prior=0.03)
     spread = torch.rand(50, generator=gen) * 0.01
     terms = training_loss(rgb, target, opacity, target_opacity, tv, latents, config, torch.tensor(2.5),
-                          torch.tensor(0.125), torch.tensor(1.5), spread)
+                          torch.tensor(0.125), torch.tensor(1.5), spread, torch.tensor(0.4))
     rgb_mse = float(((rgb - target) ** 2).mean())
     mask = float(((opacity - target_opacity) ** 2).mean())
     latent = float((latents ** 2).sum(1).mean())
@@ -61,9 +61,11 @@ def test_training_loss_is_the_weighted_sum_of_its_terms():
     assert float(terms.face_depth) == pytest.approx(1.5)
     assert float(terms.distortion) == pytest.approx(float(spread.mean()))
     assert float(terms.total) == pytest.approx(rgb_mse + 0.3 * mask + 0.01 * 0.7 + 0.05 * 0.2 + 0.002 * latent
-                                               + 0.004 * 2.5 + 0.125 + 0.02 * 1.5 + 0.5 * float(spread.mean()))
+                                               + 0.004 * 2.5 + 0.125 + 0.02 * 1.5 + 0.5 * float(spread.mean())
+                                               + 0.03 * 0.4)
+    assert float(terms.head_prior) == pytest.approx(0.4)
     assert set(terms.as_floats()) == {"total", "rgb", "mask", "tv", "latent", "depth", "face_depth", "patch",
-                                      "distortion"}
+                                      "distortion", "head_prior"}
 
 
 def test_the_patch_loss_is_weighted_l1_and_mask_error_and_perceptual_distance():
@@ -151,3 +153,26 @@ def test_head_prior_is_the_mean_transmittance_through_five_millimetres():
     loss.backward()
     assert (density.grad[:2] < 0).all()  # more density where it is thin lowers the loss
     assert abs(float(density.grad[2])) < 1e-20  # already solid: nothing to gain
+
+
+def test_minimising_the_head_prior_makes_the_heads_core_solid(face_template):
+    """The loss reaches the field: Adam on the prior alone turns the core from empty to solid."""
+    from avatar4d.field.head_field import HeadField, HeadFieldConfig, field_geometry
+    from avatar4d.field.head_shape import head_core
+
+    config = HeadFieldConfig()
+    field = HeadField(config, field_geometry(face_template, config), 32, 1, face_template,
+                      torch.Generator().manual_seed(0))
+    core, gen = head_core(face_template), torch.Generator().manual_seed(1)
+    optimiser = torch.optim.Adam(field.parameters(), lr=0.02)
+
+    def loss() -> torch.Tensor:
+        frames = field.prepare(torch.zeros(1, 32), field.latents)
+        return head_prior_loss(field.density(core.sample(512, gen), torch.zeros(512, dtype=torch.long), frames))
+
+    first = float(loss())
+    for _ in range(40):
+        optimiser.zero_grad()
+        loss().backward()
+        optimiser.step()
+    assert first > 0.9 and float(loss()) < 0.1

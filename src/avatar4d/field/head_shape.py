@@ -8,7 +8,7 @@ z out of the face toward the camera, metres.
 
 Proportions (adult means, as ratios of what the landmarks measure): the cranium's breadth is the template's width
 (its outermost landmarks sit by the ears), its length 1.15 times its breadth (a cephalic index of 0.87), its top
-1.8 times the forehead landmark's height above the eyes; its front touches the forehead landmark.
+1.8 times the forehead landmark's height above the eyes; its front is as far forward as the forehead landmark.
 """
 
 from __future__ import annotations
