@@ -15,14 +15,14 @@ training-versus-held-out gap):
 - ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
 - ``distortion``: the preset with Mip-NeRF 360's distortion loss (weight ``--distortion``): a thinner surface;
 - ``face_depth``: the preset with the face depth loss (weight 0.01): the face model's surface supervises the depth;
+- ``code_weights``: the preset with each expression component's code weighted by its share of the landmarks' motion
+  (``code_weight_power``, ``--code-weight-power``): the minor components, mostly tracking noise, cannot key the grids;
 - ``no_latent``: no per-frame latent code (it can key each training frame's density and colour);
 - ``code_noise``: Gaussian noise (``--code-noise``) on the training batch's expression codes;
 - ``fine_canonical``: the canonical grid at 3.5 mm instead of 5 mm;
 - ``plain_codes``: neither code weights nor code noise (the preview preset before 2026-12-05);
 - ``head_prior``: the head prior loss (weight 0.01): the head's core, which no view sees, kept solid;
-- ``a+b``: both changes;
-- ``code_weights``: the preset with each expression component's code weighted by its share of the landmarks' motion
-  (``code_weight_power``, ``--code-weight-power``): the minor components, mostly tracking noise, cannot key the grids.
+- ``a+b``: both changes.
 
 Writes ``results/<stamp>-<kind>.json`` and ``.md`` (``--kind``, default ``fidelity``; the table docs/benchmarks.md
 includes).

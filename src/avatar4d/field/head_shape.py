@@ -6,7 +6,8 @@ field something solid there (the training loss pushes its density up), so that v
 head rather than the background through it. Head frame (``avatar4d.tracking.face_model``): x across the face, y up,
 z out of the face toward the camera, metres.
 
-Proportions (adult means, as ratios of what the landmarks measure): the cranium's breadth is the template's width
+Proportions (rough adult head proportions, chosen by hand and not fitted to any data, as ratios of what the
+landmarks measure): the cranium's breadth is the template's width
 (its outermost landmarks sit by the ears), its length 1.15 times its breadth (a cephalic index of 0.87), its top
 1.8 times the forehead landmark's height above the eyes; its front is as far forward as the forehead landmark.
 """
