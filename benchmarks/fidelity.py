@@ -22,6 +22,11 @@ training-versus-held-out gap):
 - ``fine_canonical``: the canonical grid at 3.5 mm instead of 5 mm;
 - ``plain_codes``: neither code weights nor code noise (the preview preset before 2026-12-05);
 - ``head_prior``: the head prior loss (weight 0.01): the head's core, which no view sees, kept solid;
+- ``no_warp``: the preset without its face warp (the preview preset before 2026-12-05 evening);
+- ``face_warp``: points of the face region warped back to the mean face by the landmarks' displacement for the
+  frame's code (the face model says where the jaw and lips go; the motion grids keep the rest);
+- ``warp_two_steps``: the warp's inverse solved by two fixed-point steps instead of read at the frame's point;
+- ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
 Writes ``results/<stamp>-<kind>.json`` and ``.md`` (``--kind``, default ``fidelity``; the table docs/benchmarks.md
@@ -41,7 +46,7 @@ from stages import save_table
 
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
-            "plain_codes", "head_prior")
+            "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -65,6 +70,13 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "plain_codes": lambda: dataclasses.replace(config, code_noise=0.0, field=dataclasses.replace(
             field, expression=dataclasses.replace(field.expression, code_weight_power=0.0))),
         "head_prior": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, head_prior=0.01)),
+        "face_warp": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, warp=dataclasses.replace(field.warp, enabled=True))),
+        "no_warp": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, warp=dataclasses.replace(field.warp, enabled=False))),
+        "warp_two_steps": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, warp=dataclasses.replace(field.warp, iterations=2))),
+        "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(
             config, upsampler=UpsamplerConfig(factor=1),

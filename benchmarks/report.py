@@ -193,6 +193,11 @@ def _ray_overhead(runs: dict) -> list[str]:
 EXTRA_TABLES = (
     ("fidelity-preview", "quality at the video's resolution of the five 1500-step preview avatars "
                          "(`benchmarks/fidelity.py --variants upsampler --time-limit 0`)"),
+    ("fidelity-face-warp", "the face warp (points moved back to the mean face by the landmarks' motion), ablation on "
+                           "the five shared videos (`benchmarks/fidelity.py --variants upsampler face_warp --plateau 0 "
+                           "--time-limit 0`)"),
+    ("fidelity-warp-screen", "face warp variants screened on one video (`benchmarks/fidelity.py` variants "
+                             "`face_warp`, `face_warp+warp_two_steps`, `face_warp+no_motion`, `--plateau 0`)"),
     ("fidelity-codes", "expression code weights and code noise, ablation on the five shared videos "
                        "(`benchmarks/fidelity.py --variants upsampler plain_codes --plateau 0 --time-limit 0`)"),
     ("fidelity-codes-screen", "expression code changes screened on one video (`benchmarks/fidelity.py` variants "

@@ -279,7 +279,7 @@ def load_avatar(root: Path, device: str | torch.device = "cpu") -> Avatar:
     except DatasetError as error:
         raise AvatarError(str(error)) from error
     field = HeadField(config.field, geometry, meta["num_components"], meta["num_train_frames"], face_model.template,
-                      component_stddev=face_model.basis.stddev)
+                      component_stddev=face_model.basis.stddev, component_displacements=face_model.basis.scaled)
     occupancy = OccupancyGrid(field.box_min, field.box_max, tuple(meta["occupancy_shape"]))
     upsampler = (Upsampler(config.upsampler, config.field.decoder.feature_channels)
                  if config.upsampler.enabled else None)

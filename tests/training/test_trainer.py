@@ -339,7 +339,8 @@ def test_a_saved_avatar_renders_the_pixels_of_the_in_memory_field(tmp_path, prep
     model = dataset.face_model
     field = HeadField(config.field, field_geometry(model.template, config.field), model.num_components,
                       len(dataset.train_indices), model.template, torch.Generator().manual_seed(0),
-                      model.basis.stddev)
+                      model.basis.stddev, model.basis.scaled)
+    assert field.warp is not None  # the preset's face warp goes through the round trip too
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a field that is not at its initial values, with every part mattering
         field.expression.tables.normal_(generator=gen)

@@ -16,6 +16,7 @@ from avatar4d.field.expression_grids import (
     code_weights,
     face_region_weights,
 )
+from avatar4d.field.face_warp import FaceWarp, FaceWarpConfig
 from avatar4d.field.heads import Decoder, DecoderConfig
 from avatar4d.field.voxel_grid import (
     VoxelGrid,
@@ -51,6 +52,7 @@ class HeadFieldConfig:
     canonical: VoxelGridConfig = field(default_factory=VoxelGridConfig)
     expression: ExpressionGridsConfig = field(default_factory=ExpressionGridsConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    warp: FaceWarpConfig = field(default_factory=FaceWarpConfig)
     use_expression: bool = True
     """Condition on the expression code through motion grids."""
     use_spatial_prior: bool = True
@@ -111,11 +113,16 @@ class PreparedFrames:
     """(F, cells, C) expression-mixed motion grids, or None without expression conditioning."""
     frame_bias: Tensor | None
     """(F, hidden) the latent code's contribution to the decoder's first layer, or None."""
+    displacement: Tensor | None = None
+    """(F, V, 3) the face warp's displacement grids, or None without the warp."""
 
     def detached(self) -> PreparedFrames:
         """The same frames cut from the autograd graph (for no-gradient passes during training)."""
-        return PreparedFrames(mixed=self.mixed.detach() if self.mixed is not None else None,
-                              frame_bias=self.frame_bias.detach() if self.frame_bias is not None else None)
+        def cut(value: Tensor | None) -> Tensor | None:
+            return value.detach() if value is not None else None
+
+        return PreparedFrames(mixed=cut(self.mixed), frame_bias=cut(self.frame_bias),
+                              displacement=cut(self.displacement))
 
 
 class HeadField(nn.Module):
@@ -131,11 +138,14 @@ class HeadField(nn.Module):
             global generator.
         component_stddev: (K,) the expression basis's standard deviation per component, for the code weights
             (``config.expression.code_weight_power``); None weighs every component alike.
+        component_displacements: (K, L, 3) each template landmark's displacement per unit code, for the face warp
+            (required when ``config.warp.enabled``).
     """
 
     def __init__(self, config: HeadFieldConfig, geometry: FieldGeometry, num_components: int, num_frames: int,
                  template: np.ndarray, generator: torch.Generator | None = None,
-                 component_stddev: np.ndarray | None = None) -> None:
+                 component_stddev: np.ndarray | None = None,
+                 component_displacements: np.ndarray | None = None) -> None:
         super().__init__()
         self.config = config
         self.geometry = geometry
@@ -156,6 +166,12 @@ class HeadField(nn.Module):
             self.expression = ExpressionGrids(config.expression, num_components, geometry.region, weights,
                                               component_weights)
             in_features += config.expression.channels
+        self.warp: FaceWarp | None = None
+        if config.warp.enabled:
+            if component_displacements is None:
+                raise ValueError("the face warp needs the expression basis's component_displacements")
+            self.warp = FaceWarp(config.warp, geometry.region.box_min, geometry.region.box_max, template,
+                                 component_displacements)
         latent_dim = config.latent_dim if config.use_latent_code else 0
         self.latents = nn.Parameter(torch.zeros(num_frames, latent_dim))
         # the decoder's layers draw their initial weights from torch's global generator: seed it from ``generator``
@@ -188,9 +204,12 @@ class HeadField(nn.Module):
         """
         mixed = self.expression.mix(codes) if self.expression is not None else None
         bias = self.decoder.frame_bias(latents) if self.config.use_latent_code else None
-        return PreparedFrames(mixed=mixed, frame_bias=bias)
+        displacement = self.warp.mix(codes) if self.warp is not None else None
+        return PreparedFrames(mixed=mixed, frame_bias=bias, displacement=displacement)
 
     def _features(self, points: Tensor, frame_ids: Tensor, frames: PreparedFrames) -> tuple[Tensor, Tensor | None]:
+        if self.warp is not None and frames.displacement is not None:
+            points = self.warp.to_canonical(frames.displacement, points, frame_ids)
         features = self.canonical(self.normalise(points))
         if self.expression is not None and frames.mixed is not None:
             features = torch.cat([features, self.expression.features(frames.mixed, points, frame_ids)], -1)

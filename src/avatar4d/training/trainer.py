@@ -159,7 +159,7 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     geometry = field_geometry(model.template, config.field)
     train_indices = dataset.train_indices
     head = HeadField(config.field, geometry, model.num_components, len(train_indices), model.template, generator,
-                     model.basis.stddev)
+                     model.basis.stddev, model.basis.scaled)
     occupancy = OccupancyGrid.with_cell_size(head.box_min, head.box_max, config.occupancy_cell_m)
     groups = [
         {"name": "canonical", "params": [head.canonical.table], "lr": config.optimizer.canonical},
