@@ -55,6 +55,7 @@ def displacement_basis(template: np.ndarray, displacements: np.ndarray, vertices
     Returns:
         (K, V, 3) float32.
     """
+    from scipy.sparse import csr_matrix
     from scipy.spatial import cKDTree
 
     neighbours = min(config.neighbours, len(template))
@@ -65,10 +66,12 @@ def displacement_basis(template: np.ndarray, displacements: np.ndarray, vertices
     weights /= weights.sum(1, keepdims=True)
     fade = np.clip((config.reach_m + config.falloff_m - distance[:, 0]) / config.falloff_m, 0.0, 1.0)
     weights *= fade[:, None]
-    basis = np.empty((len(displacements), len(vertices), 3), np.float32)
-    for k, component in enumerate(displacements):
-        basis[k] = np.einsum("vj,vjc->vc", weights, component[index])
-    return basis
+    # one sparse (V, L) x (L, K * 3) product: each vertex's row holds its neighbours' weights
+    blend = csr_matrix((weights.ravel(), index.ravel(), np.arange(0, weights.size + 1, neighbours)),
+                       shape=(len(vertices), len(template)))
+    per_landmark = np.asarray(displacements, np.float64).transpose(1, 0, 2).reshape(len(template), -1)
+    basis = (blend @ per_landmark).reshape(len(vertices), len(displacements), 3)
+    return np.ascontiguousarray(basis.transpose(1, 0, 2), dtype=np.float32)
 
 
 class FaceWarp(nn.Module):
