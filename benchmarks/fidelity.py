@@ -88,12 +88,13 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
 
 
 def variant_config(name: str, time_limit_s: float, iterations: int | None, distortion: float = 0.05,
-                   plateau_s: float | None = None, code_weight_power: float = 1.0, code_noise: float = 0.25):
+                   plateau_s: float | None = None, code_weight_power: float = 1.0, code_noise: float = 0.25,
+                   seed: int | None = None):
     """The preview preset with the variant's changes (``a+b``: both; ``plateau_s``: its plateau stop, None: the
     preset's)."""
     from avatar4d.training import presets
 
-    config = dataclasses.replace(presets.get("preview", iterations=iterations), time_limit_s=time_limit_s)
+    config = dataclasses.replace(presets.get("preview", iterations=iterations, seed=seed), time_limit_s=time_limit_s)
     if plateau_s is not None:
         config = dataclasses.replace(config, plateau_s=plateau_s)
     for part in name.split("+"):
@@ -108,7 +109,7 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
     out = options.work / f"{dataset.parent.name if dataset.name == 'dataset' else dataset.name}-{variant}"
     if not (out / "config.json").exists():
         config = variant_config(variant, options.time_limit, options.iterations, options.distortion, options.plateau,
-                                options.code_weight_power, options.code_noise)
+                                options.code_weight_power, options.code_noise, options.seed)
         train(dataset, out, config)
     started = time.perf_counter()
     previous = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--code-noise", type=float, default=0.25, help="the code_noise variant's standard deviation")
     parser.add_argument("--plateau", type=float, default=None,
                         help="seconds of the plateau stop (0: off; default: the preset's)")
+    parser.add_argument("--seed", type=int, default=None, help="the training seed (default: the preset's)")
     parser.add_argument("--kind", default="fidelity", help="the record's name: results/<stamp>-<kind>.{json,md}")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "fidelity")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

@@ -202,6 +202,8 @@ EXTRA_TABLES = (
                        "(`benchmarks/fidelity.py --variants upsampler plain_codes --plateau 0 --time-limit 0`)"),
     ("fidelity-codes-screen", "expression code changes screened on one video (`benchmarks/fidelity.py` variants "
                               "`code_weights`, `code_noise`, `no_latent`, `fine_canonical`, `--plateau 0`)"),
+    ("fidelity-pose-split-seeds", "the face warp on the widest head turns, a second seed (`benchmarks/fidelity.py "
+                                  "--variants no_warp upsampler --seed 1` on a pose split of man_glasses_7s)"),
     ("fidelity-head-prior", "the head prior loss on the widest head turns, ablation (`benchmarks/fidelity.py "
                             "--variants upsampler head_prior` on a pose split of man_glasses_7s)"),
     ("side-views", "side views and view consistency (`benchmarks/side_views.py score`)"),
