@@ -90,10 +90,9 @@ class FaceWarp(nn.Module):
         self.config = config
         low, high = np.asarray(box_min, np.float64), np.asarray(box_max, np.float64)
         self.shape = grid_shape_for_box(tuple(high - low), config.voxel_size_m)
-        unit = (vertex_coordinates(self.shape).double().numpy() + 1.0) * 0.5
-        basis = displacement_basis(template, displacements, low + unit * (high - low), config)
-        border = (np.abs(vertex_coordinates(self.shape).numpy()) >= 1.0 - 1e-6).any(-1)
-        basis[:, border] = 0.0
+        coords = vertex_coordinates(self.shape).double().numpy()
+        basis = displacement_basis(template, displacements, low + (coords + 1.0) * 0.5 * (high - low), config)
+        basis[:, (np.abs(coords) >= 1.0 - 1e-6).any(-1)] = 0.0  # the border
         # all derived from the config, the field's geometry and the face model at construction: nothing to save
         self.register_buffer("basis", torch.from_numpy(basis), persistent=False)
         self.register_buffer("box_min", torch.tensor(box_min, dtype=torch.float32), persistent=False)
