@@ -224,6 +224,8 @@ class MeshArgs:
     """Surface level, density per metre (default: chosen from the field, see the mesh report)."""
     smooth: int = 10
     """Taubin smoothing iterations (0 = the raw marching-cubes surface)."""
+    blur_mm: float = 2.5
+    """Gaussian blur of the sampled density before marching cubes, millimetres (0 = none)."""
 
 
 def _mesh(args: MeshArgs) -> None:
@@ -233,7 +235,7 @@ def _mesh(args: MeshArgs) -> None:
     code = load_avatar(args.avatar).resolve_expression(args.expr, extrapolate=args.extrapolate).code if args.expr \
         else None
     result = export_mesh(args.avatar, args.out, code=code, resolution=args.resolution, level=args.level,
-                         smooth_iterations=args.smooth)
+                         smooth_iterations=args.smooth, density_blur_m=args.blur_mm / 1000.0)
     print(result.mesh)
 
 

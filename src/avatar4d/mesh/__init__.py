@@ -19,9 +19,15 @@ shaded preview image.
   one (briefly trained: opacity builds up over centimetres) needs a lower level, and a fixed one would put the mesh
   in front of or behind the face that the avatar renders. The face is a trained field's crispest part and takes a
   higher level than hair and clothes: over the columns that look at the tracked face, :func:`face_level` picks the
-  level whose surface lies where the light ends there; it holds within 1 cm of the face's landmarks and blends
-  (geometrically, over another centimetre) into the level of the rest, and the surface is that of ``density /
+  level whose surface lies where the light ends there; it holds within 1 cm of the face's landmarks and everywhere
+  in front of them (a column through the face ends its light at the face: thinner density in front of it is haze
+  the renders see through, and at the lower level it became a sheet over the chin or cheeks), and blends
+  (geometrically, over another centimetre) into the level of the rest; the surface is that of ``density /
   level(x)`` at 1. ``level=`` overrides all this (one level everywhere).
+- **Blur.** Before the level is chosen, the sampled density is blurred by a Gaussian of 2.5 mm in the log domain
+  (:func:`avatar4d.mesh.surface.smoothed_density`; ``density_blur_m=``): a decoder applied to trilinearly read
+  features dimples its level sets at the grid's pitch where the density rises slowly, and the blur takes those
+  pits off before marching cubes.
 - **Closed surface.** The grid is padded with empty space before marching cubes, so where the head meets the box
   (the neck at its bottom face) the surface is capped flat on the box face rather than left open; the vertices of
   such caps are put back onto the box face.

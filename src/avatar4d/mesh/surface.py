@@ -168,6 +168,26 @@ def near_points_weight(shape: tuple[int, int, int], box_min: np.ndarray, box_max
     return np.clip((inner_m + fade_m - distance) / fade_m, 0.0, 1.0).astype(np.float32)
 
 
+def in_front_extended(weight: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) weight -> the same with every vertex given at least the weight of any vertex behind it in its column
+    (z, the last axis, points out of the face): what lies in front of the face takes the face's level, because the
+    light of a column through the face ends at the face, and density in front of it that is thinner than the face's
+    is haze the renders see through, not a surface."""
+    return np.maximum.accumulate(weight, axis=2)
+
+
+def smoothed_density(density: np.ndarray, sigma_m: float, spacing: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) density per metre -> the same blurred by a Gaussian of ``sigma_m`` (metres; per axis in samples by
+    the grid's (3,) ``spacing``) in the log domain (densities span decades: a blur of the values would spread the
+    dense inside outwards, one of their logarithm moves a level set only where it wiggles). Densities below 1e-3 per
+    metre count as 1e-3. ``sigma_m`` 0 returns the input."""
+    if sigma_m <= 0:
+        return density
+    log = np.log(np.maximum(density, 1e-3, dtype=np.float32))
+    return np.exp(ndimage.gaussian_filter(log, sigma=tuple(sigma_m / np.asarray(spacing, np.float64)))).astype(
+        np.float32)
+
+
 def grid_shape(extent: np.ndarray, resolution: int) -> tuple[int, int, int]:
     """Vertices per axis for a box of (3,) ``extent``: ``resolution`` along the longest side, the others in proportion
     (at least 2)."""
