@@ -16,6 +16,7 @@ from avatar4d.field.expression_grids import (
     code_weights,
     face_region_weights,
 )
+from avatar4d.field.face_detail import FaceDetailConfig, FaceDetailGrid
 from avatar4d.field.face_warp import FaceWarp, FaceWarpConfig
 from avatar4d.field.heads import Decoder, DecoderConfig
 from avatar4d.field.voxel_grid import (
@@ -53,6 +54,7 @@ class HeadFieldConfig:
     expression: ExpressionGridsConfig = field(default_factory=ExpressionGridsConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     warp: FaceWarpConfig = field(default_factory=FaceWarpConfig)
+    detail: FaceDetailConfig = field(default_factory=FaceDetailConfig)
     use_expression: bool = True
     """Condition on the expression code through motion grids."""
     use_spatial_prior: bool = True
@@ -126,7 +128,8 @@ class PreparedFrames:
 
 
 class HeadField(nn.Module):
-    """Canonical feature grid + expression motion grids + per-frame latent codes + tiny decoder.
+    """Canonical feature grid (+ the face's detail grid) + expression motion grids + per-frame latent codes + tiny
+    decoder.
 
     Args:
         config: the field's configuration.
@@ -155,6 +158,8 @@ class HeadField(nn.Module):
         self.canonical = VoxelGrid(geometry.canonical_shape, config.canonical.channels, config.canonical.init_std,
                                    generator)
         in_features = config.canonical.channels
+        self.detail = (FaceDetailGrid(config.detail, template, config.canonical.channels, generator)
+                       if config.detail.enabled else None)
         self.expression: ExpressionGrids | None = None
         if config.use_expression:
             cells = grid_cells(geometry.region.shape)
@@ -187,6 +192,10 @@ class HeadField(nn.Module):
         """Channels of what :meth:`forward` gives per point: colour, then ``config.decoder.feature_channels``."""
         return 3 + self.config.decoder.feature_channels
 
+    def canonical_tables(self) -> list[nn.Parameter]:
+        """The canonical grid's feature table, and the face's detail grid's when there is one (one learning rate)."""
+        return [self.canonical.table] + ([self.detail.grid.table] if self.detail is not None else [])
+
     def normalise(self, points: Tensor) -> Tensor:
         """(N, 3) head-frame metres -> (N, 3) box coordinates in [-1, 1]."""
         return (points - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
@@ -211,6 +220,8 @@ class HeadField(nn.Module):
         if self.warp is not None and frames.displacement is not None:
             points = self.warp.to_canonical(frames.displacement, points, frame_ids)
         features = self.canonical(self.normalise(points))
+        if self.detail is not None:
+            features = features + self.detail(points)
         if self.expression is not None and frames.mixed is not None:
             features = torch.cat([features, self.expression.features(frames.mixed, points, frame_ids)], -1)
         bias = None
@@ -241,12 +252,15 @@ class HeadField(nn.Module):
 
     def total_variation(self, samples: int | None = None,
                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Total variation of the canonical grid and of the motion grids (0 when absent): exact, or estimated from
-        ``samples`` random vertices of each (what training uses: a pass over every vertex costs more than a step)."""
+        """Total variation of the canonical grid (plus the face's detail grid) and of the motion grids (0 when
+        absent): exact, or estimated from ``samples`` random vertices of each (what training uses: a pass over every
+        vertex costs more than a step)."""
         if samples is None:
             canonical = total_variation(self.canonical.table, self.canonical.shape)
         else:
             canonical = sampled_total_variation(self.canonical.table, self.canonical.shape, samples, generator)
+        if self.detail is not None:
+            canonical = canonical + self.detail.total_variation(samples, generator)
         motion = (self.expression.total_variation(samples, generator) if self.expression is not None
                   else canonical.new_zeros(()))
         return canonical, motion

@@ -172,7 +172,9 @@ class VoxelGrid(nn.Module):
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
-        self.table = nn.Parameter(torch.randn(grid_cells(self.shape), channels, generator=generator) * init_std)
+        cells = grid_cells(self.shape)  # a zero grid draws nothing from ``generator``
+        self.table = nn.Parameter(torch.randn(cells, channels, generator=generator) * init_std if init_std > 0
+                                  else torch.zeros(cells, channels))
 
     def forward(self, coords: Tensor) -> Tensor:
         """(N, 3) normalised coordinates -> (N, C) features."""

@@ -162,7 +162,7 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
                      model.basis.stddev, model.basis.scaled)
     occupancy = OccupancyGrid.with_cell_size(head.box_min, head.box_max, config.occupancy_cell_m)
     groups = [
-        {"name": "canonical", "params": [head.canonical.table], "lr": config.optimizer.canonical},
+        {"name": "canonical", "params": head.canonical_tables(), "lr": config.optimizer.canonical},
         {"name": "decoder", "params": list(head.decoder.parameters()), "lr": config.optimizer.decoder},
         {"name": "latent", "params": [head.latents], "lr": config.optimizer.latent},
     ]
