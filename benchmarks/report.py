@@ -193,6 +193,12 @@ def _ray_overhead(runs: dict) -> list[str]:
 EXTRA_TABLES = (
     ("fidelity-preview", "quality at the video's resolution of the five 1500-step preview avatars "
                          "(`benchmarks/fidelity.py --variants upsampler --time-limit 0`)"),
+    ("fidelity-budget", "where the held-out face error comes from: the field at the ray resolution, the upsampler, "
+                        "misplacement (`benchmarks/fidelity_budget.py`)"),
+    ("fidelity-face-detail", "the face's detail grid (a 2.5 mm feature grid over the face), ablation on four shared "
+                             "videos (`benchmarks/fidelity.py --variants face_detail --plateau 0 --time-limit 0`), "
+                             "not adopted"),
+    ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
     ("fidelity-face-warp", "the face warp (points moved back to the mean face by the landmarks' motion), ablation on "
                            "the five shared videos (`benchmarks/fidelity.py --variants upsampler face_warp --plateau 0 "
                            "--time-limit 0`)"),
