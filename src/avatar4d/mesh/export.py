@@ -50,8 +50,8 @@ DENSITY_BLUR_M = 0.0025
 """Gaussian blur of the sampled (log) density by default, metres: half the preview's 5 mm canonical voxel. The
 level set of a decoder applied to trilinearly read features dimples at the grid's pitch where the density rises
 slowly (greenscreen_man_3s's forehead: a regular pattern of 5 mm pits); on the five shared videos' avatars of
-2026-12-05 this halves the face's roughness (3.3-4.2 to 1.9-2.4 deg, measured with the in-front rule) and moves its
-distance to the tracked face by -0.3 to +0.2 mm."""
+2026-12-05 this halves the face's roughness (2.9-4.0 to 1.7-2.4 deg, with the in-front rule) and moves its distance
+to the tracked face by -0.2 to +0.3 mm (-2.2 on talking_woman_15s, whose hair haze over the cheeks it thins)."""
 
 
 @dataclass(frozen=True)
