@@ -27,6 +27,7 @@ training-versus-held-out gap):
   frame's code (the face model says where the jaw and lips go; the motion grids keep the rest);
 - ``warp_two_steps``: the warp's inverse solved by two fixed-point steps instead of read at the frame's point;
 - ``face_detail``: a 2.5 mm feature grid over the face's box added to the 5 mm canonical grid;
+- ``face_spread``: the face depth loss also penalises spread around the face surface (``face_depth_spread`` 0.1);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -48,7 +49,7 @@ from stages import save_table
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
-            "face_detail")
+            "face_detail", "face_spread")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -80,6 +81,7 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
             field, warp=dataclasses.replace(field.warp, iterations=2))),
         "face_detail": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, detail=dataclasses.replace(field.detail, enabled=True))),
+        "face_spread": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, face_depth_spread=0.1)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(

@@ -198,6 +198,10 @@ EXTRA_TABLES = (
     ("fidelity-face-detail", "the face's detail grid (a 2.5 mm feature grid over the face), ablation on four shared "
                              "videos (`benchmarks/fidelity.py --variants face_detail --plateau 0 --time-limit 0`), "
                              "not adopted"),
+    ("fidelity-face-spread", "the face depth spread term (haze in front of the face), screened on one video and on the "
+                             "widest head turns (`benchmarks/fidelity.py --variants face_spread`), not adopted"),
+    ("side-views-face-spread", "side views of the face depth spread term's avatar on the widest head turns "
+                               "(`benchmarks/side_views.py score`)"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
     ("fidelity-face-warp", "the face warp (points moved back to the mean face by the landmarks' motion), ablation on "
                            "the five shared videos (`benchmarks/fidelity.py --variants upsampler face_warp --plateau 0 "

@@ -130,6 +130,22 @@ def test_face_depth_loss_is_the_huber_penalty_of_where_the_ray_ends_written_out(
                              for s in range(20)) / sigma) for r in range(8)) / 8
     value = face_depth_loss(result.depth, result.opacity, target, sigma)
     assert float(value) == pytest.approx(expected, rel=1e-9)
+    spread = sum(sum(float(result.weights[r, s]) * (float(distances[r, s]) - float(target[r])) ** 2
+                     for s in range(20)) / sigma**2 for r in range(8)) / 8
+    with_spread = face_depth_loss(result.depth, result.opacity, target, sigma, result.depth_second_moment, 0.3)
+    assert float(with_spread) == pytest.approx(expected + 0.3 * spread, rel=1e-7)
+
+
+def test_face_depth_spread_sees_haze_in_front_that_the_offset_does_not():
+    """Half the light ending 2 cm in front of the surface and half 2 cm behind: no offset, a large spread."""
+    t = torch.tensor([0.40], dtype=torch.float64)
+    def moment(power: int) -> torch.Tensor:
+        return torch.tensor([0.5 * 0.38**power + 0.5 * 0.42**power], dtype=torch.float64)
+
+    depth, second, opacity = moment(1), moment(2), moment(0)
+    assert float(face_depth_loss(depth, opacity, t, 0.005)) == pytest.approx(0.0, abs=1e-9)
+    value = face_depth_loss(depth, opacity, t, 0.005, second, 1.0)
+    assert float(value) == pytest.approx((0.02 / 0.005) ** 2, rel=1e-6)
 
 
 def test_face_depth_loss_is_zero_on_the_surface_and_pulls_the_ray_towards_it():

@@ -36,6 +36,10 @@ class LossConfig:
     face_depth_sigma_m: float = 0.005
     """Scale of :func:`face_depth_loss`: quadratic below it, linear above (the template surface is a coarse
     triangulation, a few millimetres off the skin between landmarks; occluders such as hair or hands are far off)."""
+    face_depth_spread: float = 0.0
+    """Within :func:`face_depth_loss`, the weight of the expected squared distance (in ``face_depth_sigma_m``) of
+    where the light ends from the face surface: unlike the offset it also penalises thin haze in front of the face
+    balanced by density behind it, the sheets that float off the face in side views (0 = off)."""
     distortion: float = 0.0
     """Weight of Mip-NeRF 360's distortion loss (per metre of spread along the ray, mean over the batch's rays):
     pulls each ray's weight into one short stretch, a thin surface instead of a haze (0 = off)."""
@@ -155,18 +159,26 @@ def head_prior_loss(density: Tensor, step_m: float = 0.005) -> Tensor:
     return torch.exp(-density * step_m).mean()
 
 
-def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float) -> Tensor:
+def face_depth_loss(depth: Tensor, opacity: Tensor, distance: Tensor, sigma_m: float,
+                    second_moment: Tensor | None = None, spread: float = 0.0) -> Tensor:
     """Mean over rays of the Huber penalty (``x^2 / 2`` below 1, ``|x| - 1/2`` above) of
-    ``x = sum_s w_s (t_s - t*) / sigma``: the rendered expected depth against the face surface's distance ``t*``.
+    ``x = sum_s w_s (t_s - t*) / sigma``: the rendered expected depth against the face surface's distance ``t*``;
+    plus, with ``spread``, ``spread`` times the mean of ``sum_s w_s (t_s - t*)^2 / sigma^2``.
 
     ``sum_s w_s (t_s - t*) = depth - opacity t*`` is the offset of where the ray ends, scaled by its opacity, so it is
-    well defined when the ray is not yet opaque (the mask loss sees to the opacity); unlike
-    :func:`landmark_depth_loss` it does not penalise spread around ``t*`` (a thin-surface regulariser does that).
+    well defined when the ray is not yet opaque (the mask loss sees to the opacity); it does not see spread around
+    ``t*`` (haze in front balanced by density behind), which the second term, written with the moments
+    ``sum w t^2 - 2 t* sum w t + t*^2 sum w``, does.
 
     Args:
         depth, opacity: (R,) ``sum w t`` and ``sum w`` of each ray (``RenderOutput.depth``, ``.opacity``).
         distance: (R,) the face surface's distance ``t*`` along the ray, metres (``FaceDepthRays.distance``).
         sigma_m: the scale, metres.
+        second_moment: (R,) ``sum w t^2`` (``RenderOutput.depth_second_moment``), needed when ``spread > 0``.
     """
     offset = (depth - opacity * distance) / sigma_m
-    return F.huber_loss(offset, torch.zeros_like(offset), delta=1.0)
+    loss = F.huber_loss(offset, torch.zeros_like(offset), delta=1.0)
+    if spread > 0:
+        squared = second_moment - 2 * distance * depth + distance.square() * opacity
+        loss = loss + spread * (squared.clamp(min=0) / sigma_m**2).mean()
+    return loss

@@ -383,7 +383,8 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
     if step_rays.face_depth_distance is not None and step_rays.face_depth_distance.numel() > 0:
         extra = step_rays.face_depth
         surface = face_depth_loss(output.depth[extra], output.opacity[extra], step_rays.face_depth_distance,
-                                  config.loss.face_depth_sigma_m)
+                                  config.loss.face_depth_sigma_m, output.depth_second_moment[extra],
+                                  config.loss.face_depth_spread)
     prior = None  # the head prior: the core's points, spread over the batch's frames
     if config.loss.head_prior > 0:
         points = run.head_core.sample(config.loss.head_prior_points, run.generator).to(run.device)
@@ -446,5 +447,4 @@ def _scene_plate(run: Run) -> np.ndarray:
     resized up from the largest training resolution)."""
     largest = max(run.images)
     plate = (run.images[largest].background.reshape(largest, largest, 3).numpy() * 255).round().astype(np.uint8)
-    size = run.dataset.size
-    return resize_square(plate, size)
+    return resize_square(plate, run.dataset.size)
