@@ -257,7 +257,7 @@ def _check_options(resolution: int, level: float | None, smooth_iterations: int,
     if smooth_iterations < 0:
         raise ControlError(f"the smoothing iterations must be 0 or more, got {smooth_iterations}")
     if not (np.isfinite(density_blur_m) and density_blur_m >= 0):
-        raise ControlError(f"the density blur must be 0 or more metres, got {density_blur_m}")
+        raise ControlError(f"the density blur must be 0 mm or more, got {1000.0 * density_blur_m:g} mm")
 
 
 def _write_mesh(out: Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Path:
