@@ -28,6 +28,7 @@ training-versus-held-out gap):
 - ``warp_two_steps``: the warp's inverse solved by two fixed-point steps instead of read at the frame's point;
 - ``face_detail``: a 2.5 mm feature grid over the face's box added to the 5 mm canonical grid;
 - ``face_spread``: the face depth loss also penalises spread around the face surface (``face_depth_spread`` 0.1);
+- ``deep_decoder``: two hidden layers in the decoder instead of one (capacity of the field's fit);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -49,7 +50,7 @@ from stages import save_table
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
-            "face_detail", "face_spread")
+            "face_detail", "face_spread", "deep_decoder")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -82,6 +83,8 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "face_detail": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, detail=dataclasses.replace(field.detail, enabled=True))),
         "face_spread": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, face_depth_spread=0.1)),
+        "deep_decoder": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, decoder=dataclasses.replace(field.decoder, layers=2))),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(
