@@ -202,6 +202,8 @@ EXTRA_TABLES = (
                              "widest head turns (`benchmarks/fidelity.py --variants face_spread`), not adopted"),
     ("side-views-face-spread", "side views of the face depth spread term's avatar on the widest head turns "
                                "(`benchmarks/side_views.py score`)"),
+    ("fidelity-deep-decoder", "a deeper decoder (two hidden layers), screened on one video (`benchmarks/fidelity.py "
+                              "--variants deep_decoder`), not adopted"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
     ("fidelity-face-warp", "the face warp (points moved back to the mean face by the landmarks' motion), ablation on "
                            "the five shared videos (`benchmarks/fidelity.py --variants upsampler face_warp --plateau 0 "
