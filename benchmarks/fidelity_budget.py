@@ -28,15 +28,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from stages import save_table
 
 COLUMNS = ("rays", "output", "bicubic", "ceiling", "flow", "own_latent")
 
 
 def face_psnr(image: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB) of (H, W, 3) images in [0, 1] over the (H, W) bool mask."""
-    return float(-10.0 * np.log10(np.mean((image[mask] - target[mask]) ** 2)))
+    """PSNR (dB) of (H, W, 3) images in [0, 1] over the (H, W) bool mask (the evaluation's own metric)."""
+    import torch
+
+    from avatar4d.evaluation.metrics import psnr
+
+    return psnr(torch.from_numpy(image), torch.from_numpy(target), torch.from_numpy(mask))
 
 
 def flow_warped(image: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -119,8 +122,8 @@ def main() -> None:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     records = [avatar_budget(path, options.heldout, options.training) for path in options.avatars]
-    lines = ["| avatar | frames | face PSNR: field at the ray resolution | output (upsampler) | bicubic of the rays "
-             "| ceiling (frame at ray resolution, bicubic) | output warped by flow | own latent |",
+    lines = [("| avatar | frames | face PSNR: field at the ray resolution | output (upsampler) | bicubic of the rays "
+              "| ceiling (frame at ray resolution, bicubic) | output warped by flow | own latent |"),
              "|---|---|---|---|---|---|---|---|"]
     for record in records:
         for split in ("heldout", "training"):

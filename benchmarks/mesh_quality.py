@@ -43,8 +43,8 @@ def main() -> None:
                          "quality": result.quality.as_dict(), "unsmoothed": result.quality_unsmoothed.as_dict(),
                          "level": result.level, "face_level": result.face_level,
                          "dropped_components": result.dropped_components, "preview": str(result.preview)})
-    lines = ["| avatar | density blur | face: mean distance (mm) | p95 (mm) | roughness (deg) | before smoothing "
-             "| covers | pieces dropped | s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| avatar | density blur | face: mean distance (mm) | p95 (mm) | roughness (deg) | before smoothing "
+              "| covers | pieces dropped | s |"), "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         q, u = row["quality"], row["unsmoothed"]
         lines.append(f"| {row['avatar']} | {row['blur_mm']:g} mm | {q['template_distance_mean_mm']:.2f} | "

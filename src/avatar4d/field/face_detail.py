@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avatar4d.field.voxel_grid import VoxelGrid, grid_shape_for_box, sampled_total_variation, total_variation
+from avatar4d.field.voxel_grid import VoxelGrid, grid_shape_for_box
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,3 @@ class FaceDetailGrid(nn.Module):
         coords = (points[inside] - self.box_min) / (self.box_max - self.box_min) * 2.0 - 1.0
         read = self.grid(coords) * weight[inside].unsqueeze(-1)
         return read.new_zeros(points.shape[0], read.shape[1]).index_copy(0, inside, read)
-
-    def total_variation(self, samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """() total variation of the grid: exact, or estimated from ``samples`` random vertices."""
-        if samples is None:
-            return total_variation(self.grid.table, self.grid.shape)
-        return sampled_total_variation(self.grid.table, self.grid.shape, samples, generator)

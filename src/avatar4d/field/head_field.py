@@ -19,13 +19,7 @@ from avatar4d.field.expression_grids import (
 from avatar4d.field.face_detail import FaceDetailConfig, FaceDetailGrid
 from avatar4d.field.face_warp import FaceWarp, FaceWarpConfig
 from avatar4d.field.heads import Decoder, DecoderConfig
-from avatar4d.field.voxel_grid import (
-    VoxelGrid,
-    VoxelGridConfig,
-    grid_shape_for_box,
-    sampled_total_variation,
-    total_variation,
-)
+from avatar4d.field.voxel_grid import VoxelGrid, VoxelGridConfig, grid_shape_for_box
 from avatar4d.geometry.lattice import grid_cells
 
 
@@ -255,12 +249,9 @@ class HeadField(nn.Module):
         """Total variation of the canonical grid (plus the face's detail grid) and of the motion grids (0 when
         absent): exact, or estimated from ``samples`` random vertices of each (what training uses: a pass over every
         vertex costs more than a step)."""
-        if samples is None:
-            canonical = total_variation(self.canonical.table, self.canonical.shape)
-        else:
-            canonical = sampled_total_variation(self.canonical.table, self.canonical.shape, samples, generator)
+        canonical = self.canonical.total_variation(samples, generator)
         if self.detail is not None:
-            canonical = canonical + self.detail.total_variation(samples, generator)
+            canonical = canonical + self.detail.grid.total_variation(samples, generator)
         motion = (self.expression.total_variation(samples, generator) if self.expression is not None
                   else canonical.new_zeros(()))
         return canonical, motion

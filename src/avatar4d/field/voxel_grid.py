@@ -180,3 +180,9 @@ class VoxelGrid(nn.Module):
         """(N, 3) normalised coordinates -> (N, C) features."""
         indices, weights = corner_indices_and_weights(coords, self.shape)
         return trilinear_gather(self.table, indices, weights)
+
+    def total_variation(self, samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """() :func:`total_variation` of the table: exact, or estimated from ``samples`` random vertices."""
+        if samples is None:
+            return total_variation(self.table, self.shape)
+        return sampled_total_variation(self.table, self.shape, samples, generator)
