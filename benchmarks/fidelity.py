@@ -29,6 +29,7 @@ training-versus-held-out gap):
 - ``face_detail``: a 2.5 mm feature grid over the face's box added to the 5 mm canonical grid;
 - ``face_spread``: the face depth loss also penalises spread around the face surface (``face_depth_spread`` 0.1);
 - ``deep_decoder``: two hidden layers in the decoder instead of one (capacity of the field's fit);
+- ``pose_refine``: each training frame's tracked head pose corrected by a small rigid motion learned from the pixels;
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -50,7 +51,7 @@ from stages import save_table
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
-            "face_detail", "face_spread", "deep_decoder")
+            "face_detail", "face_spread", "deep_decoder", "pose_refine")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -85,6 +86,7 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "face_spread": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, face_depth_spread=0.1)),
         "deep_decoder": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, decoder=dataclasses.replace(field.decoder, layers=2))),
+        "pose_refine": lambda: dataclasses.replace(config, pose=dataclasses.replace(config.pose, enabled=True)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(

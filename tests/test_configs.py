@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from avatar4d.configs import ConfigKeyError, from_dict, to_dict
+from avatar4d.configs import ConfigKeyError, differences, from_dict, to_dict
 from avatar4d.training import presets
 from avatar4d.training.config import TrainConfig
 
@@ -31,3 +31,11 @@ def test_from_dict_names_every_unknown_key_with_its_path():
     with pytest.raises(ConfigKeyError, match="field.decoder.width"):
         from_dict(TrainConfig, plain)
     assert "extra" in str(error.value)
+
+
+def test_differences_name_each_changed_key_by_its_dotted_path():
+    a = to_dict(presets.get("preview"))
+    b = to_dict(presets.get("preview", iterations=7, seed=3))
+    assert differences(a, a) == ""
+    assert differences(a, b) == f"schedule.iterations: {a['schedule']['iterations']} -> 7, seed: 0 -> 3"
+    assert differences({"x": {"y": 1}}, {"x": 2}) == "x: {'y': 1} -> 2"

@@ -88,3 +88,16 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         inner = args[0] if args else Any
         return tuple(_convert(inner, v, path) for v in value)
     return value
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> str:
+    """The keys whose values differ between two :func:`to_dict` outputs, as ``"dotted.key: old -> new"``, joined."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            inner = differences(a[key], b[key], f"{prefix}{key}.")
+            if inner:
+                out.append(inner)
+        elif a.get(key) != b.get(key):
+            out.append(f"{prefix}{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return ", ".join(out)

@@ -264,3 +264,25 @@ def test_sampled_total_variation_gradient_reaches_only_sampled_vertices_and_thei
     fresh = table.detach().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: sampled_total_variation(t, shape, 16, torch.Generator().manual_seed(12)),
                                     (fresh,))
+
+
+def test_the_gradient_to_the_points_equals_grid_samples():
+    """A pose or code fitted to pixels moves the points: their gradient through the corner weights (inside cells,
+    where trilinear interpolation is differentiable) is PyTorch's sampler's."""
+    shape = (6, 5, 4)
+    gen = torch.Generator().manual_seed(5)
+    table = torch.randn(grid_cells(shape), 3, generator=gen, dtype=torch.float64)
+    coords = (torch.rand(80, 3, generator=gen, dtype=torch.float64) * 1.8 - 0.9).requires_grad_(True)
+    upstream = torch.randn(coords.shape[0], 3, generator=gen, dtype=torch.float64)
+    indices, weights = corner_indices_and_weights(coords, shape)
+    (grad,) = torch.autograd.grad((trilinear_gather(table, indices, weights) * upstream).sum(), coords)
+    (expected,) = torch.autograd.grad((grid_sample_reference(table, shape, coords) * upstream).sum(), coords)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_trilinear_gather_gradcheck_in_the_weights():
+    shape = (3, 4, 3)
+    gen = torch.Generator().manual_seed(6)
+    table = torch.randn(grid_cells(shape), 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    indices, weights = corner_indices_and_weights(awkward_points(shape, gen)[::9], shape)
+    assert torch.autograd.gradcheck(lambda t, w: trilinear_gather(t, indices, w), (table, weights.requires_grad_()))

@@ -35,7 +35,7 @@ from avatar4d.render.upsampler import Upsampler, render_upsampled
 from avatar4d.training.checkpoint import TrainingState, save_checkpoint
 from avatar4d.geometry.triangles import point_mesh_distance
 from avatar4d.tracking.triangulation import face_triangles
-from avatar4d.training.trainer import CHECKPOINT, _build_run, _step_rays, train
+from avatar4d.training.trainer import CHECKPOINT, _build_run, _step_rays, _train_step, train
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +170,25 @@ def test_face_depth_rays_follow_the_landmark_rays_and_end_on_their_frames_face(p
         head = model.landmarks(dataset.tracking.expression[index][None].astype(np.float64))[0, :468]
         distance, _ = point_mesh_distance(ends[frame_ids == position], head, triangles)
         assert (frame_ids == position).sum() == 40 and distance.max() < 1e-5  # metres
+
+
+def test_pose_corrections_move_each_frames_rays_and_learn_from_its_pixels(prepared_dataset, short_train_config):
+    pose = dataclasses.replace(short_train_config.pose, enabled=True, start=0.0, rotation_lr=1e-3,
+                               translation_lr=3e-4)
+    run = _build_run(load_dataset(prepared_dataset), dataclasses.replace(short_train_config, pose=pose))
+    tracked = _step_rays(dataclasses.replace(run, pose=None), run.images[32], run.sampler.sample(
+        run.images[32], torch.Generator().manual_seed(1)))
+    for _ in range(12):
+        _train_step(run, run.config.loss)
+    rotation_deg, translation_mm = run.pose.magnitudes()
+    assert rotation_deg > 0.01 and translation_mm > 0.01  # the pixels moved the poses
+    torch.testing.assert_close(run.pose.rotation.mean(0), torch.zeros(3), atol=1e-7, rtol=0)  # the mean held at 0
+    corrected = _step_rays(run, run.images[32], run.sampler.sample(run.images[32], torch.Generator().manual_seed(1)))
+    rays, colour = tracked.rays, tracked.colour  # the batch's rays (the others draw from the run's generator)
+    expected, _ = run.pose.apply(rays.origins[colour], rays.directions[colour], rays.frame_ids[colour],
+                                 rays.frame_rows)
+    torch.testing.assert_close(corrected.rays.origins[colour], expected)
+    assert not torch.allclose(corrected.rays.origins[colour], rays.origins[colour])
 
 
 def test_a_short_run_with_the_face_depth_loss_logs_a_finite_term_in_the_total(tmp_path, prepared_dataset,

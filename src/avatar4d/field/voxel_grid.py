@@ -50,22 +50,25 @@ class _TrilinearGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table: Tensor, indices: Tensor, weights: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(indices, weights)
+        ctx.save_for_backward(table if ctx.needs_input_grad[2] else None, indices, weights)
         ctx.table_rows = table.shape[0]
         return F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        indices, weights = ctx.saved_tensors
-        grad_table = None
+        table, indices, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
             spread = (weights.unsqueeze(-1) * grad.unsqueeze(1)).reshape(-1, grad.shape[-1])
             grad_table = grad.new_zeros(ctx.table_rows, grad.shape[-1]).index_add_(0, indices.reshape(-1), spread)
-        return grad_table, None, None
+        if ctx.needs_input_grad[2]:  # only when the points themselves are learned (a pose or a code fitted to pixels)
+            grad_weights = (table[indices] * grad.unsqueeze(1)).sum(-1)
+        return grad_table, None, grad_weights
 
 
 def trilinear_gather(table: Tensor, indices: Tensor, weights: Tensor, offsets: Tensor | None = None) -> Tensor:
-    """Interpolate features from a (cells, C) table (differentiable with respect to the table only).
+    """Interpolate features from a (cells, C) table (differentiable with respect to the table, and to the weights
+    where they need it: through them, to the points).
 
     Args:
         table: (T, C) features; T = cells, or F * cells for a stack of per-frame grids.

@@ -10,6 +10,7 @@ from avatar4d.field.head_field import HeadFieldConfig
 from avatar4d.render.renderer import RendererConfig
 from avatar4d.render.upsampler import UpsamplerConfig
 from avatar4d.training.losses import LossConfig
+from avatar4d.training.pose_refinement import PoseRefinementConfig
 from avatar4d.training.schedule import ScheduleConfig
 
 
@@ -37,6 +38,8 @@ class TrainConfig:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     importance: ImportanceConfig = dataclasses.field(default_factory=ImportanceConfig)
+    pose: PoseRefinementConfig = dataclasses.field(default_factory=PoseRefinementConfig)
+    """Per-frame corrections of the tracked head poses, learned from the pixels."""
     frames_per_batch: int = 4
     """Frames per batch (their expression grids are mixed once each)."""
     rays_per_frame: int = 1024

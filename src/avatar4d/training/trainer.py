@@ -19,7 +19,7 @@ import torch
 
 from avatar4d.atomic import atomic_directory, partial_path, write_json_atomic
 from avatar4d.avatar import save_avatar
-from avatar4d.configs import to_dict
+from avatar4d.configs import differences, to_dict
 from avatar4d.dataset.face_depth import FaceDepthTargets, face_depth_targets, sample_face_depth
 from avatar4d.dataset.layout import PreparedDataset, load_dataset
 from avatar4d.dataset.rays import PatchRays, RayBatch
@@ -47,8 +47,9 @@ from avatar4d.training.losses import (
     psnr_from_mse,
     training_loss,
 )
-from avatar4d.training.presets import PREVIEW
 from avatar4d.training.occupancy import frame_density, rendering_occupancy
+from avatar4d.training.pose_refinement import PoseRefinement
+from avatar4d.training.presets import PREVIEW
 from avatar4d.training.probe import HeldoutProbe, plateau, probe_heldout
 from avatar4d.training.schedule import lr_factor_at, resolution_at
 
@@ -83,6 +84,8 @@ class Run:
     """Where the head surely is though no view shows it (for the head prior loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
+    pose: PoseRefinement | None
+    """The training frames' pose corrections (None where ``config.pose`` is off)."""
     """CPU generator of every random draw (so a run is reproducible on any device)."""
     state: TrainingState = field(default_factory=lambda: TrainingState(0, torch.empty(0, dtype=torch.uint8), [], 0.0))
 
@@ -110,7 +113,7 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
     if resuming:
         stored = read_checkpoint_config(checkpoint)
         if stored != to_dict(config):
-            changed = _differences(stored, to_dict(config))
+            changed = differences(stored, to_dict(config))
             raise AvatarError(f"the checkpoint in {work} was made with another configuration ({changed}); resume "
                               "with the same options or start afresh without --resume")
     elif work.exists():
@@ -140,18 +143,6 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None, *
     return out_dir
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> str:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            inner = _differences(a[key], b[key], f"{prefix}{key}.")
-            if inner:
-                out.append(inner)
-        elif a.get(key) != b.get(key):
-            out.append(f"{prefix}{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    return ", ".join(out)
-
-
 def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     device = pick_device(config.device)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -168,6 +159,8 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
     ]
     if head.expression is not None:
         groups.insert(1, {"name": "motion", "params": [head.expression.tables], "lr": config.optimizer.motion})
+    pose = PoseRefinement(len(train_indices)) if config.pose.enabled else None
+    groups += pose.parameter_groups(config.pose) if pose is not None else []
     upsampler, perceptual = _build_upsampler(config, generator)
     if upsampler is not None:
         groups.append({"name": "upsampler", "params": list(upsampler.parameters()), "lr": config.optimizer.upsampler})
@@ -181,14 +174,14 @@ def _build_run(dataset: PreparedDataset, config: TrainConfig) -> Run:
                  if config.loss.landmark_depth > 0 and config.landmark_rays_per_frame > 0 else None)
     face_depth = (face_depth_targets(dataset, train_indices, config.face_depth_size)
                   if config.loss.face_depth > 0 and config.face_depth_rays_per_frame > 0 else None)
-    for module in (m for m in (head, occupancy, upsampler, perceptual) if m is not None):
+    for module in (m for m in (head, occupancy, upsampler, perceptual, pose) if m is not None):
         module.to(device)
     return Run(config=config, dataset=dataset, device=device, field=head, occupancy=occupancy, upsampler=upsampler,
                perceptual=perceptual, optimizer=optimizer, base_lrs=[g["lr"] for g in groups], sampler=sampler,
                images=images, codes=codes, landmarks=landmarks, face_depth=face_depth,
                head_core=head_core(model.template),
                probe=HeldoutProbe.from_dataset(dataset, config.schedule.resolutions[-1], config.heldout_probe_frames),
-               generator=generator)
+               generator=generator, pose=pose)
 
 
 def _build_upsampler(config: TrainConfig, generator: torch.Generator) -> tuple[Upsampler | None, LPIPS | None]:
@@ -208,8 +201,8 @@ def _build_upsampler(config: TrainConfig, generator: torch.Generator) -> tuple[U
 
 def _modules(run: Run) -> dict[str, torch.nn.Module]:
     """What a checkpoint holds besides the optimizer."""
-    modules: dict[str, torch.nn.Module] = {"field": run.field, "occupancy": run.occupancy}
-    return modules | ({"upsampler": run.upsampler} if run.upsampler is not None else {})
+    modules = {"field": run.field, "occupancy": run.occupancy, "upsampler": run.upsampler, "pose": run.pose}
+    return {name: module for name, module in modules.items() if module is not None}
 
 
 def _background(run: Run, background: torch.Tensor) -> torch.Tensor:
@@ -326,8 +319,11 @@ def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
         batch, origins=torch.cat([part.origins for part in parts]),
         directions=torch.cat([part.directions for part in parts]),
         frame_ids=torch.cat([part.frame_ids for part in parts]),
-        background=torch.cat([batch.background] + [torch.zeros_like(part.origins) for part in parts[1:]]))
-    return _StepRays(rays=rays.to(run.device), colour=slice(0, batch.num_rays),
+        background=torch.cat([batch.background] + [torch.zeros_like(part.origins) for part in parts[1:]])
+    ).to(run.device)
+    if run.pose is not None and run.state.step >= run.config.pose.start * run.config.schedule.iterations:
+        rays, patch = run.pose.correct(rays, rays.frame_rows), patch and run.pose.correct(patch, rays.frame_rows)
+    return _StepRays(rays=rays, colour=slice(0, batch.num_rays),
                      landmarks=slice(batch.num_rays, landmark_end), landmark_distance=distance,
                      face_depth=slice(landmark_end, face_depth_end), face_depth_distance=surface_distance,
                      patch=slice(face_depth_end, None), patch_targets=patch)
@@ -399,6 +395,8 @@ def _train_step(run: Run, loss_config: LossConfig) -> _Step:
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
+    if run.pose is not None:
+        run.pose.center_()
     run.state.step += 1
     if run.state.step % config.occupancy_every == 0:
         _update_occupancy(run)
@@ -414,7 +412,8 @@ def _log_step(run: Run, step: _Step, progress: Progress) -> None:
         run.state.log.append({"step": run.state.step, "time_s": round(run.state.elapsed_s, 3),
                               "resolution": step.size, "lr_factor": step.lr_factor, "psnr": psnr,
                               "samples_per_ray": step.output.samples_evaluated / step.output.opacity.shape[0],
-                              "occupied": run.occupancy.occupied_fraction, **losses})
+                              "occupied": run.occupancy.occupied_fraction, **losses,
+                              **(dict(zip(("pose_deg", "pose_mm"), run.pose.magnitudes())) if run.pose else {})})
 
 
 def _probe(run: Run, strip: Path | None, progress: Progress) -> None:
