@@ -30,6 +30,9 @@ training-versus-held-out gap):
 - ``face_spread``: the face depth loss also penalises spread around the face surface (``face_depth_spread`` 0.1);
 - ``deep_decoder``: two hidden layers in the decoder instead of one (capacity of the field's fit);
 - ``pose_refine``: each training frame's tracked head pose corrected by a small rigid motion learned from the pixels;
+- ``fine_motion``: the motion grids at 5 mm instead of 8 mm (the quality preset's; more room for what differs
+  between frames: eyelids, lips);
+- ``light_tv``: a tenth of the canonical grid's total-variation weight (detail the regulariser may smooth away);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -51,7 +54,7 @@ from stages import save_table
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
-            "face_detail", "face_spread", "deep_decoder", "pose_refine")
+            "face_detail", "face_spread", "deep_decoder", "pose_refine", "light_tv", "fine_motion")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -87,6 +90,10 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "deep_decoder": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, decoder=dataclasses.replace(field.decoder, layers=2))),
         "pose_refine": lambda: dataclasses.replace(config, pose=dataclasses.replace(config.pose, enabled=True)),
+        "fine_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, expression=dataclasses.replace(field.expression, voxel_size_m=0.005))),
+        "light_tv": lambda: dataclasses.replace(config, loss=dataclasses.replace(
+            loss, tv_canonical=loss.tv_canonical / 10)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(

@@ -204,6 +204,13 @@ EXTRA_TABLES = (
                                "(`benchmarks/side_views.py score`)"),
     ("fidelity-deep-decoder", "a deeper decoder (two hidden layers), screened on one video (`benchmarks/fidelity.py "
                               "--variants deep_decoder`), not adopted"),
+    ("fidelity-budget-alone", "the field fine-tuned on one training frame alone: whether the representation can hold "
+                              "a frame (`benchmarks/fidelity_budget.py --alone-steps 150`)"),
+    ("fidelity-pose-refine", "per-frame pose corrections learned from the pixels, on two shared videos "
+                             "(`benchmarks/fidelity.py --variants pose_refine --plateau 0 --time-limit 0`; training "
+                             "times stretched by runs beside them), not adopted"),
+    ("fidelity-light-tv", "a tenth of the canonical grid's total variation, screened on one video "
+                          "(`benchmarks/fidelity.py --variants light_tv --plateau 0 --time-limit 0`), not adopted"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
     ("fidelity-face-warp", "the face warp (points moved back to the mean face by the landmarks' motion), ablation on "
                            "the five shared videos (`benchmarks/fidelity.py --variants upsampler face_warp --plateau 0 "
