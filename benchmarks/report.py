@@ -204,11 +204,14 @@ EXTRA_TABLES = (
                                "(`benchmarks/side_views.py score`)"),
     ("fidelity-deep-decoder", "a deeper decoder (two hidden layers), screened on one video (`benchmarks/fidelity.py "
                               "--variants deep_decoder`), not adopted"),
-    ("fidelity-budget-alone", "the field fine-tuned on one training frame alone: whether the representation can hold "
-                              "a frame (`benchmarks/fidelity_budget.py --alone-steps 150`)"),
+    ("fidelity-budget-alone", "tracking fitted to the frame's own pixels, and the field fine-tuned on one training "
+                              "frame alone (`benchmarks/fidelity_budget.py --fit-steps 40 --alone-steps 150`)"),
     ("fidelity-pose-refine", "per-frame pose corrections learned from the pixels, on two shared videos "
                              "(`benchmarks/fidelity.py --variants pose_refine --plateau 0 --time-limit 0`; training "
                              "times stretched by runs beside them), not adopted"),
+    ("fidelity-fine-motion", "the motion grids at 5 mm instead of 8 mm, screened on one video (`benchmarks/fidelity.py "
+                             "--variants fine_motion --plateau 0 --time-limit 0`; its first minutes beside another run), "
+                             "not adopted"),
     ("fidelity-light-tv", "a tenth of the canonical grid's total variation, screened on one video "
                           "(`benchmarks/fidelity.py --variants light_tv --plateau 0 --time-limit 0`), not adopted"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),

@@ -103,15 +103,20 @@ def test_trilinear_gather_gradcheck(use_offsets):
     assert torch.autograd.gradcheck(lambda t: trilinear_gather(t, indices, weights, offsets), (table,))
 
 
-def test_trilinear_gather_gradient_equals_grid_sample_gradient():
+@pytest.mark.parametrize("wrt", ["table", "points"])
+def test_trilinear_gather_gradient_equals_grid_sample_gradient(wrt):
+    """To the table at awkward points; to the points (a pose or code fitted to pixels moves them, through the corner
+    weights) inside cells, where trilinear interpolation is differentiable."""
     shape = (6, 5, 4)
     gen = torch.Generator().manual_seed(4)
-    table = torch.randn(grid_cells(shape), 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    coords = awkward_points(shape, gen)
+    table = torch.randn(grid_cells(shape), 3, generator=gen, dtype=torch.float64, requires_grad=wrt == "table")
+    coords = (awkward_points(shape, gen) if wrt == "table"
+              else (torch.rand(80, 3, generator=gen, dtype=torch.float64) * 1.8 - 0.9).requires_grad_(True))
     upstream = torch.randn(coords.shape[0], 3, generator=gen, dtype=torch.float64)
     indices, weights = corner_indices_and_weights(coords, shape)
-    (grad,) = torch.autograd.grad((trilinear_gather(table, indices, weights) * upstream).sum(), table)
-    (expected,) = torch.autograd.grad((grid_sample_reference(table, shape, coords) * upstream).sum(), table)
+    variable = table if wrt == "table" else coords
+    (grad,) = torch.autograd.grad((trilinear_gather(table, indices, weights) * upstream).sum(), variable)
+    (expected,) = torch.autograd.grad((grid_sample_reference(table, shape, coords) * upstream).sum(), variable)
     torch.testing.assert_close(grad, expected)
 
 
@@ -264,20 +269,6 @@ def test_sampled_total_variation_gradient_reaches_only_sampled_vertices_and_thei
     fresh = table.detach().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: sampled_total_variation(t, shape, 16, torch.Generator().manual_seed(12)),
                                     (fresh,))
-
-
-def test_the_gradient_to_the_points_equals_grid_samples():
-    """A pose or code fitted to pixels moves the points: their gradient through the corner weights (inside cells,
-    where trilinear interpolation is differentiable) is PyTorch's sampler's."""
-    shape = (6, 5, 4)
-    gen = torch.Generator().manual_seed(5)
-    table = torch.randn(grid_cells(shape), 3, generator=gen, dtype=torch.float64)
-    coords = (torch.rand(80, 3, generator=gen, dtype=torch.float64) * 1.8 - 0.9).requires_grad_(True)
-    upstream = torch.randn(coords.shape[0], 3, generator=gen, dtype=torch.float64)
-    indices, weights = corner_indices_and_weights(coords, shape)
-    (grad,) = torch.autograd.grad((trilinear_gather(table, indices, weights) * upstream).sum(), coords)
-    (expected,) = torch.autograd.grad((grid_sample_reference(table, shape, coords) * upstream).sum(), coords)
-    torch.testing.assert_close(grad, expected)
 
 
 def test_trilinear_gather_gradcheck_in_the_weights():
