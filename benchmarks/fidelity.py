@@ -32,6 +32,7 @@ training-versus-held-out gap):
 - ``pose_refine``: each training frame's tracked head pose corrected by a small rigid motion learned from the pixels;
 - ``fine_motion``: the motion grids at 5 mm instead of 8 mm (the quality preset's; more room for what differs
   between frames: eyelids, lips);
+- ``wide_motion``: 16 channels in the motion grids instead of 8 (more room for what the code changes);
 - ``light_tv``: a tenth of the canonical grid's total-variation weight (detail the regulariser may smooth away);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
@@ -54,7 +55,8 @@ from stages import save_table
 VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual", "distortion", "face_depth",
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
-            "face_detail", "face_spread", "deep_decoder", "pose_refine", "light_tv", "fine_motion")
+            "face_detail", "face_spread", "deep_decoder", "pose_refine", "light_tv", "fine_motion",
+            "wide_motion")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -92,6 +94,8 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
         "pose_refine": lambda: dataclasses.replace(config, pose=dataclasses.replace(config.pose, enabled=True)),
         "fine_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(
             field, expression=dataclasses.replace(field.expression, voxel_size_m=0.005))),
+        "wide_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(
+            field, expression=dataclasses.replace(field.expression, channels=16))),
         "light_tv": lambda: dataclasses.replace(config, loss=dataclasses.replace(
             loss, tv_canonical=loss.tv_canonical / 10)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
