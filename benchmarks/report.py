@@ -212,6 +212,8 @@ EXTRA_TABLES = (
     ("fidelity-fine-motion", "the motion grids at 5 mm instead of 8 mm, screened on one video (`benchmarks/fidelity.py "
                              "--variants fine_motion --plateau 0 --time-limit 0`; its first minutes beside another run), "
                              "not adopted"),
+    ("fidelity-wide-motion", "16 channels in the motion grids instead of 8, screened on one video "
+                             "(`benchmarks/fidelity.py --variants wide_motion --plateau 0 --time-limit 0`), not adopted"),
     ("fidelity-light-tv", "a tenth of the canonical grid's total variation, screened on one video "
                           "(`benchmarks/fidelity.py --variants light_tv --plateau 0 --time-limit 0`), not adopted"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
