@@ -214,6 +214,9 @@ EXTRA_TABLES = (
                              "not adopted"),
     ("fidelity-wide-motion", "16 channels in the motion grids instead of 8, screened on one video "
                              "(`benchmarks/fidelity.py --variants wide_motion --plateau 0 --time-limit 0`), not adopted"),
+    ("fidelity-perceptual-heavy", "four times the LPIPS weight of the upsampler's patch loss, screened on one video "
+                                  "(`benchmarks/fidelity.py --variants perceptual_heavy --plateau 0 --time-limit 0`), "
+                                  "not adopted"),
     ("fidelity-light-tv", "a tenth of the canonical grid's total variation, screened on one video "
                           "(`benchmarks/fidelity.py --variants light_tv --plateau 0 --time-limit 0`), not adopted"),
     ("mesh-quality", "mesh quality of the five preset avatars and the demo's (`benchmarks/mesh_quality.py`)"),
