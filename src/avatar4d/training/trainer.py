@@ -84,9 +84,9 @@ class Run:
     """Where the head surely is though no view shows it (for the head prior loss)."""
     probe: HeldoutProbe
     generator: torch.Generator
+    """CPU generator of every random draw (so a run is reproducible on any device)."""
     pose: PoseRefinement | None
     """The training frames' pose corrections (None where ``config.pose`` is off)."""
-    """CPU generator of every random draw (so a run is reproducible on any device)."""
     state: TrainingState = field(default_factory=lambda: TrainingState(0, torch.empty(0, dtype=torch.uint8), [], 0.0))
 
 
@@ -322,7 +322,8 @@ def _step_rays(run: Run, images: FrameImages, batch: RayBatch) -> _StepRays:
         background=torch.cat([batch.background] + [torch.zeros_like(part.origins) for part in parts[1:]])
     ).to(run.device)
     if run.pose is not None and run.state.step >= run.config.pose.start * run.config.schedule.iterations:
-        rays, patch = run.pose.correct(rays, rays.frame_rows), patch and run.pose.correct(patch, rays.frame_rows)
+        rays = run.pose.correct(rays, rays.frame_rows)
+        patch = run.pose.correct(patch, rays.frame_rows) if patch is not None else None
     return _StepRays(rays=rays, colour=slice(0, batch.num_rays),
                      landmarks=slice(batch.num_rays, landmark_end), landmark_distance=distance,
                      face_depth=slice(landmark_end, face_depth_end), face_depth_distance=surface_distance,
