@@ -111,7 +111,7 @@ def fitted_tracking(avatar, frame, size: int, truth: np.ndarray, face: np.ndarra
 
     from avatar4d.geometry.rigid import invert_rigid
     from avatar4d.render.renderer import render_rays
-    from avatar4d.training.pose_refinement import PoseRefinement, rotation_matrices
+    from avatar4d.training.pose_refinement import PoseRefinement
 
     origins, directions, chosen = face_rays(avatar, frame, size, face, grow=2)
     target = torch.from_numpy(truth.reshape(-1, 3))[chosen]
@@ -123,8 +123,6 @@ def fitted_tracking(avatar, frame, size: int, truth: np.ndarray, face: np.ndarra
     optimiser = torch.optim.Adam([{"params": [pose.rotation], "lr": 2e-3}, {"params": [pose.translation], "lr": 5e-4},
                                   {"params": [change], "lr": 0.05}])
     ids, rows = torch.zeros(len(chosen), dtype=torch.long), torch.zeros(1, dtype=torch.long)
-    for parameter in avatar.field.parameters():
-        parameter.requires_grad_(False)
     for _ in range(steps):
         moved, turned = pose.apply(origins, directions, ids, rows)
         frames = avatar.field.prepare((code + change)[None], latent)
@@ -135,10 +133,7 @@ def fitted_tracking(avatar, frame, size: int, truth: np.ndarray, face: np.ndarra
         loss.backward()
         optimiser.step()
     with torch.no_grad():
-        corrected = torch.eye(4)
-        corrected[:3, :3] = rotation_matrices(pose.rotation)[0]
-        corrected[:3, 3] = pose.translation[0]
-        return invert_rigid(corrected @ tracked).numpy(), (code + change).detach().numpy()
+        return invert_rigid(pose.corrections()[0] @ tracked).numpy(), (code + change).detach().numpy()
 
 
 def frame_budget(avatar, frame, latent=None, fit_steps: int = 0, alone_steps: int = 0) -> dict[str, float]:
@@ -186,6 +181,8 @@ def avatar_budget(path: Path, heldout: int, training: int, fit_steps: int, alone
     if avatar.upsampler is None:
         raise SystemExit(f"{path} renders one ray per pixel (no upsampler): there is no budget to split")
     dataset = load_dataset(avatar.dataset_path)
+    for parameter in avatar.field.parameters():  # fixed here: the fits below learn poses, codes or a copy of the field
+        parameter.requires_grad_(False)
 
     def spread(indices: np.ndarray, count: int) -> np.ndarray:
         return indices[np.unique(np.linspace(0, len(indices) - 1, min(count, len(indices))).round().astype(int))]

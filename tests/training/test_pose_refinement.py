@@ -48,6 +48,10 @@ def test_corrected_rays_are_the_rays_of_the_composed_pose():
         torch.testing.assert_close(moved[ray:ray + 1], origin)
         torch.testing.assert_close(turned[ray:ray + 1], direction)
     torch.testing.assert_close(turned.norm(dim=-1), torch.ones(7, dtype=torch.float64))
+    for row in range(5):  # the same corrections as 4 x 4 transforms
+        moved_here, _ = camera_rays_in_head(directions, refinement.corrections()[row].detach() @ head_from_camera)
+        expected, _ = refinement.apply(origins, rays, torch.zeros(7, dtype=torch.long), torch.tensor([row]))
+        torch.testing.assert_close(moved_here, expected.detach())
 
 
 def test_centering_keeps_each_frames_offset_from_the_others():
