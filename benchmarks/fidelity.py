@@ -9,7 +9,7 @@ training-versus-held-out gap):
 
 - ``baseline``: no upsampler, one ray per output pixel (the render path before the upsampler: "today's slow path");
 - ``upsampler``: the preview preset (rays at a quarter of the side, then the upsampler trained on full-resolution
-  patches with L1 + LPIPS);
+  patches with L1, LPIPS and the block pattern term);
 - ``end_to_end``: the patch loss also trains the field (HeadNeRF's way: its feature channels learn for the upsampler);
 - ``pixel_heavy``: end to end with ten times the L1 weight;
 - ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
@@ -35,6 +35,12 @@ training-versus-held-out gap):
 - ``wide_motion``: 16 channels in the motion grids instead of 8 (more room for what the code changes);
 - ``perceptual_heavy``: four times the LPIPS weight of the upsampler's patch loss (0.2 instead of 0.05);
 - ``light_tv``: a tenth of the canonical grid's total-variation weight (detail the regulariser may smooth away);
+- ``resize_doubling``: the upsampler doubles by bilinear enlargement and a convolution instead of sub-pixel
+  convolution (``PixelShuffle``): no sub-pixel filters of its own, so no pattern on its blocks;
+- ``fixed_phase``: LPIPS of the patch loss on the whole patch, so AlexNet's 4-pixel sampling always meets the
+  upsampler's 4 x 4 blocks at the same phase;
+- ``no_pattern``: no penalty on the patch error's pattern on the 4 px block grid (with ``fixed_phase``: the preset
+  before 2026-12-05 noon, whose upsampler stamps a dot grid on the picture);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -57,7 +63,8 @@ VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
             "face_detail", "face_spread", "deep_decoder", "pose_refine", "light_tv", "fine_motion",
-            "wide_motion", "perceptual_heavy")
+            "wide_motion", "perceptual_heavy", "fixed_phase", "no_pattern",
+            "resize_doubling")
 
 
 def _with(config, name: str, distortion: float, code_weight_power: float, code_noise: float):
@@ -101,6 +108,10 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
             loss, patch_perceptual=4 * loss.patch_perceptual)),
         "light_tv": lambda: dataclasses.replace(config, loss=dataclasses.replace(
             loss, tv_canonical=loss.tv_canonical / 10)),
+        "resize_doubling": lambda: dataclasses.replace(config, upsampler=dataclasses.replace(
+            config.upsampler, doubling="resize")),
+        "fixed_phase": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_perceptual_shift=0)),
+        "no_pattern": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_pattern=0.0)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(
@@ -152,14 +163,18 @@ def measure(dataset: Path, variant: str, options: argparse.Namespace) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    patterns = any("block_pattern" in r for r in rows)
     lines = ["| video | variant | training | PSNR | face PSNR | SSIM | face SSIM | LPIPS | face LPIPS | "
-             "training frames PSNR (gap) | render s/frame |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "training frames PSNR (gap) | render s/frame |" + (" 4 px pattern x 1000 (frames) |" if patterns else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if patterns else "")]
     for r in rows:
         seen = r["training_frames"]
+        pattern = (f" {1000 * r['block_pattern']:.2f} ({1000 * r['frame_block_pattern']:.2f}) |"
+                   if "block_pattern" in r else " – |")
         lines.append(f"| {r['video']} | {r['variant']} | {r['steps']} steps, {r['training_s']:.0f} s | "
                      f"{r['psnr']:.2f} | {r['face_psnr']:.2f} | {r['ssim']:.3f} | {r['face_ssim']:.3f} | "
                      f"{r['lpips']:.3f} | {r['face_lpips']:.3f} | {seen['psnr']:.2f} ({seen['psnr_gap_db']:+.2f}) | "
-                     f"{r['render_s_per_frame']:.2f} |")
+                     f"{r['render_s_per_frame']:.2f} |" + (pattern if patterns else ""))
     return "\n".join(lines)
 
 

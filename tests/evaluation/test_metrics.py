@@ -1,5 +1,5 @@
 """Image metrics on real frames: SSIM against pytorch-msssim and scikit-image (whole image and masked), PSNR and L1
-against their formulas, and the mask's bounding box."""
+against their formulas, the block pattern against SciPy's Gaussian filter, and the mask's bounding box."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytorch_msssim
 import torch
 from skimage.metrics import structural_similarity
 
-from avatar4d.evaluation.metrics import l1, mask_bbox, psnr, ssim, ssim_map
+from avatar4d.evaluation.metrics import block_pattern, l1, mask_bbox, psnr, ssim, ssim_map
 
 # small convolutions on 2 shared cores run several times faster on one thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -131,3 +131,36 @@ def test_mask_bbox_on_real_face_masks_and_at_the_borders(frames):
     corner[0, 29] = True
     assert mask_bbox(corner, 2) == (0, 3, 27, 30)
     assert mask_bbox(torch.zeros(20, 30, dtype=torch.bool)) == (0, 20, 0, 30)
+
+
+def block_pattern_reference(image: np.ndarray, block: int = 4) -> float:
+    """The block pattern written with SciPy: grey minus its Gaussian blur (sigma 1.5, radius 5), inside the border,
+    averaged per position on the image's block grid."""
+    from scipy.ndimage import gaussian_filter
+
+    grey = image.mean(-1)
+    detail = (grey - gaussian_filter(grey, 1.5, truncate=5 / 1.5))[5:-5, 5:-5]
+    positions = np.zeros((block, block))
+    for dy in range(block):
+        for dx in range(block):
+            rows = [r for r in range(detail.shape[0]) if (r + 5) % block == dy]
+            cols = [c for c in range(detail.shape[1]) if (c + 5) % block == dx]
+            rows = [r for r in rows if r >= 3 and r < 3 + (detail.shape[0] - 3) // block * block]
+            cols = [c for c in cols if c >= 3 and c < 3 + (detail.shape[1] - 3) // block * block]
+            positions[dy, dx] = detail[np.ix_(rows, cols)].mean()
+    return float(np.sqrt((positions**2).mean()))
+
+
+def test_block_pattern_is_small_on_real_frames_and_finds_a_stamp_on_them(frames):
+    images, _ = frames
+    generator = torch.Generator().manual_seed(5)
+    for image in images:
+        assert block_pattern(image) < 0.002
+        stamp = torch.randn(4, 4, 1, generator=generator, dtype=image.dtype) * 0.01
+        stamped = image * 0.9 + 0.05 + stamp.repeat(image.shape[0] // 4, image.shape[1] // 4, 1)
+        assert block_pattern(stamped) == pytest.approx(block_pattern_reference(stamped.numpy()), rel=1e-6)
+        assert block_pattern(stamped) > 5 * block_pattern(image)
+    checkerboard = 0.01 * (-1.0) ** (torch.arange(64)[:, None] + torch.arange(64)[None, :])
+    flat = torch.full((64, 64, 3), 0.5, dtype=torch.float64) + checkerboard[..., None]
+    assert block_pattern(flat) == pytest.approx(0.01, rel=1e-3)  # the blur removes all of it from the detail
+    assert block_pattern(torch.full((64, 64, 3), 0.5)) == pytest.approx(0.0, abs=1e-12)

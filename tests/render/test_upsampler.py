@@ -31,9 +31,9 @@ def field(face_template) -> HeadField:
                      template=face_template, generator=torch.Generator().manual_seed(0))
 
 
-def random_upsampler(factor: int, features: int, seed: int) -> Upsampler:
+def random_upsampler(factor: int, features: int, seed: int, doubling: str = "resize") -> Upsampler:
     """An upsampler whose every weight, the zero-initialised last layer included, is random."""
-    upsampler = Upsampler(UpsamplerConfig(factor=factor, channels=16), features)
+    upsampler = Upsampler(UpsamplerConfig(factor=factor, channels=16, doubling=doubling), features)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in upsampler.parameters():
@@ -114,14 +114,30 @@ def test_gradients_reach_every_layer_and_the_field_features():
     assert features.grad.abs().sum() > 0
 
 
-def test_an_unknown_factor_is_refused():
+def test_an_unknown_factor_or_doubling_is_refused():
     with pytest.raises(ValueError, match="factor"):
         UpsamplerConfig(factor=3)
+    with pytest.raises(ValueError, match="doubling"):
+        UpsamplerConfig(factor=2, doubling="transposed")
 
 
-def test_each_doubling_starts_as_a_nearest_neighbour_one():
+def test_a_uniform_render_gives_a_uniform_picture_whatever_the_weights():
+    """Bilinear enlargement then convolution has no sub-pixel filters of its own, so trained weights cannot stamp a
+    pattern of the output's blocks on a flat region; sub-pixel convolution (the reference) does."""
+    background = torch.full((1, 3, 64, 64), 0.5)
+    inputs = (torch.full((1, 3, 16, 16), 0.3), torch.full((1, 1, 16, 16), 0.6), torch.full((1, 3, 16, 16), 0.2))
+    interior = (..., slice(20, 44), slice(20, 44))  # beyond the zero padding's reach
+    resized = random_upsampler(4, 3, 5)(*inputs, background).rgb[interior]
+    torch.testing.assert_close(resized, resized[..., :1, :1].expand_as(resized))
+    shuffled = random_upsampler(4, 3, 5, doubling="pixel_shuffle")(*inputs, background).rgb[interior]
+    blocks = shuffled.reshape(1, 3, 6, 4, 6, 4)
+    torch.testing.assert_close(blocks, blocks[:, :, :1, :, :1].expand_as(blocks))  # the same 4 x 4 stamp everywhere
+    assert float(blocks.std((3, 5)).min()) > 1e-3
+
+
+def test_a_pixel_shuffle_doubling_starts_as_a_nearest_neighbour_one():
     """ICNR: the convolution before each pixel shuffle starts with equal sub-pixel filters (no checkerboard)."""
-    upsampler = Upsampler(UpsamplerConfig(factor=4), 8)
+    upsampler = Upsampler(UpsamplerConfig(factor=4, doubling="pixel_shuffle"), 8)
     doubled = upsampler.stages[:2](torch.rand(1, 32, 6, 5, generator=torch.Generator().manual_seed(4)))
     for dy, dx in ((0, 1), (1, 0), (1, 1)):
         torch.testing.assert_close(doubled[..., dy::2, dx::2], doubled[..., ::2, ::2])

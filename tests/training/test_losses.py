@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from avatar4d.training.losses import (
     landmark_depth_loss,
     patch_loss,
     psnr_from_mse,
+    shifted_window,
     training_loss,
 )
 
@@ -72,7 +74,7 @@ def test_the_patch_loss_is_weighted_l1_and_mask_error_and_perceptual_distance():
     gen = torch.Generator().manual_seed(2)
     rgb, target = torch.rand(1, 3, 40, 40, generator=gen), torch.rand(1, 3, 40, 40, generator=gen)
     alpha, mask = torch.rand(1, 1, 40, 40, generator=gen), torch.rand(1, 1, 40, 40, generator=gen)
-    config = LossConfig(mask=0.3, patch_l1=0.2, patch_perceptual=0.5)
+    config = LossConfig(mask=0.3, patch_l1=0.2, patch_perceptual=0.5, patch_perceptual_shift=0, patch_pattern=0.0)
     pixels = 0.2 * float((rgb - target).abs().mean()) + 0.3 * float((alpha - mask).square().mean())
     assert float(patch_loss(rgb, target, alpha, mask, config, None)) == pytest.approx(pixels)
     model, reason = load_lpips(allow_download=False)
@@ -80,6 +82,40 @@ def test_the_patch_loss_is_weighted_l1_and_mask_error_and_perceptual_distance():
         pytest.skip(f"LPIPS weights not cached here: {reason}")
     distance = float(model(rgb, target)[0])
     assert float(patch_loss(rgb, target, alpha, mask, config, model)) == pytest.approx(pixels + 0.5 * distance)
+    # shifted: LPIPS of the window the generator draws, the pixel terms still over the whole patch
+    shifted = dataclasses.replace(config, patch_perceptual_shift=4)
+    top, left = (int(v) for v in torch.randint(4, (2,), generator=torch.Generator().manual_seed(9)))
+    window = (..., slice(top, top + 37), slice(left, left + 37))
+    distance = float(model(rgb[window], target[window])[0])
+    loss = patch_loss(rgb, target, alpha, mask, shifted, model, torch.Generator().manual_seed(9))
+    assert float(loss) == pytest.approx(pixels + 0.5 * distance)
+
+
+def test_the_patch_pattern_term_is_the_rms_of_a_stamp_on_the_error_and_pulls_it_out():
+    """A checkerboard of +-0.02 over a real-valued prediction that is otherwise right: the blur removes none of it
+    from the target, so the term is 0.02 (per colour channel's mean); its gradient removes the stamp."""
+    target = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    checkerboard = 0.02 * (-1.0) ** (torch.arange(48)[:, None] + torch.arange(48)[None, :])
+    stamp = checkerboard.clone().requires_grad_(True)
+    alpha = torch.ones(1, 1, 48, 48)
+    config = LossConfig(mask=0.0, patch_l1=0.0, patch_perceptual=0.0, patch_pattern=2.0)
+    loss = patch_loss(target + stamp, target, alpha, alpha, config, None)
+    assert float(loss) == pytest.approx(2.0 * 0.02, rel=1e-3)
+    loss.backward()
+    assert float((stamp.grad * checkerboard).sum()) > 0  # descending the gradient shrinks the stamp
+    assert float(patch_loss(target, target, alpha, alpha, config, None)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_shifted_windows_take_every_offset_below_the_shift_and_stay_inside():
+    image = torch.arange(20 * 30.0).reshape(1, 20, 30)
+    generator = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(200):
+        window = image[shifted_window(20, 30, 4, generator)]
+        assert window.shape == (1, 17, 27)
+        corners.add((int(window[0, 0, 0]) // 30, int(window[0, 0, 0]) % 30))
+    assert corners == {(top, left) for top in range(4) for left in range(4)}
+    assert image[shifted_window(20, 30, 1, generator)].shape == image.shape
 
 
 def test_landmark_depth_loss_is_the_weighted_squared_distance_from_the_landmark():

@@ -17,7 +17,7 @@ from avatar4d.errors import AvatarError
 from avatar4d.evaluation.holdout import HeldoutFrame, heldout_frames
 from avatar4d.evaluation.lpips import LABEL as LPIPS_LABEL
 from avatar4d.evaluation.lpips import load_lpips
-from avatar4d.evaluation.metrics import mask_bbox, score
+from avatar4d.evaluation.metrics import block_pattern, mask_bbox, score
 from avatar4d.evaluation.strips import comparison_strip
 from avatar4d.images import resize_square, to_float, write_png
 from avatar4d.progress import Progress, note
@@ -48,6 +48,7 @@ def _score_frames(avatar: Avatar, frames: list[HeldoutFrame], size: int, model, 
             render = avatar.render_image(frame.camera_from_head, frame.code, size, direct=direct)
             times.append(time.perf_counter() - started)
             row = score(render, frame.rgb, frame.face)
+            row.update(block_pattern=block_pattern(render), frame_block_pattern=block_pattern(frame.rgb))
             if model is not None:
                 row.update(_lpips_pairs(model, render, frame.rgb, frame.face))
             rows.append(row)

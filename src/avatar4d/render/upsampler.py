@@ -31,10 +31,16 @@ class UpsamplerConfig:
     """Output side over the volume-rendered side: 1 (no upsampler: rays at the output's resolution), 2, 4 or 8."""
     channels: int = 32
     """Width at the volume-rendered resolution; it halves (down to 8) at each doubling."""
+    doubling: str = "pixel_shuffle"
+    """How each stage doubles the side: ``"resize"`` (bilinear enlargement, then a 3x3 convolution: the same cost,
+    and no fixed pattern) or ``"pixel_shuffle"`` (a convolution to four sub-pixels, then ``PixelShuffle(2)``: each
+    sub-pixel learns its own filter, which leaves a pattern of the output's 4 px blocks over the picture)."""
 
     def __post_init__(self) -> None:
         if self.factor not in (1, 2, 4, 8):
             raise ValueError(f"upsampler factor must be 1, 2, 4 or 8, got {self.factor}")
+        if self.doubling not in ("resize", "pixel_shuffle"):
+            raise ValueError(f"upsampler doubling must be 'resize' or 'pixel_shuffle', got {self.doubling!r}")
 
     @property
     def enabled(self) -> bool:
@@ -77,10 +83,15 @@ class Upsampler(nn.Module):
         width = config.channels
         self.body = nn.Sequential(nn.Conv2d(4 + feature_channels, width, 3, padding=1), nn.LeakyReLU(0.2),
                                   nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2))
-        stages = []
+        stages: list[nn.Module] = []
         for _ in range(config.factor.bit_length() - 1):
             narrower = max(8, width // 2)
-            stages += [_icnr(nn.Conv2d(width, narrower * 4, 3, padding=1)), nn.PixelShuffle(2), nn.LeakyReLU(0.2)]
+            if config.doubling == "resize":
+                stages += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                           nn.Conv2d(width, narrower, 3, padding=1)]
+            else:
+                stages += [_icnr(nn.Conv2d(width, narrower * 4, 3, padding=1)), nn.PixelShuffle(2)]
+            stages.append(nn.LeakyReLU(0.2))
             width = narrower
         self.stages = nn.Sequential(*stages)
         self.head = nn.Conv2d(width, 4, 3, padding=1)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatar4d.evaluation.metrics import block_means
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -54,6 +56,14 @@ class LossConfig:
     patch_perceptual: float = 0.05
     """LPIPS (AlexNet) distance of the same patch: what makes the upsampled picture sharp rather than a blurred
     average (with an upsampler only; skipped, with a note, where the LPIPS weights cannot be obtained)."""
+    patch_pattern: float = 1.0
+    """Weight of the rms of the patch error's :func:`avatar4d.evaluation.metrics.block_means` (4 px blocks): a
+    pattern the upsampler repeats on its blocks, which a photograph does not have (0 = off)."""
+    patch_perceptual_shift: int = 4
+    """LPIPS sees the patch cropped by a random 0 to ``shift - 1`` pixels at its top and left (and as many fewer at
+    the other side), 0: the whole patch. AlexNet's first layer samples the picture every 4 pixels and the upsampler's
+    4 x 4 blocks start at the patch's corner: at a fixed phase the upsampler learns a stamp on its blocks that the
+    samples take for texture (LPIPS rewards it; a person sees a grid over the face)."""
 
 
 @dataclass
@@ -95,19 +105,35 @@ def landmark_depth_loss(depth: Tensor, depth_second_moment: Tensor, opacity: Ten
 
 
 def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, config: LossConfig,
-               perceptual: Callable[[Tensor, Tensor], Tensor] | None) -> Tensor:
-    """The upsampler's loss on one full-resolution patch: L1 and LPIPS of the colour, and the mask loss of its
-    opacity (weighted as the rays' mask loss is).
+               perceptual: Callable[[Tensor, Tensor], Tensor] | None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """The upsampler's loss on one full-resolution patch: L1 and LPIPS of the colour (LPIPS on a window at a random
+    shift, see ``LossConfig.patch_perceptual_shift``), and the mask loss of its opacity (weighted as the rays' mask
+    loss is).
 
     Args:
         rgb, target_rgb: (1, 3, H, W) upsampled and observed colour.
         opacity, target_opacity: (1, 1, H, W) upsampled opacity and head mask.
         perceptual: (N, 3, H, W) x 2 -> (N,) distance (LPIPS), or None to leave it out.
+        generator: draws the window's shift (the default generator when None).
     """
     loss = config.patch_l1 * (rgb - target_rgb).abs().mean() + config.mask * (opacity - target_opacity).square().mean()
+    if config.patch_pattern > 0:
+        pattern = block_means((rgb - target_rgb).mean(1, keepdim=True)).square().mean().add(1e-12).sqrt()
+        loss = loss + config.patch_pattern * pattern
     if perceptual is not None and config.patch_perceptual > 0:
-        loss = loss + config.patch_perceptual * perceptual(rgb, target_rgb).mean()
+        window = shifted_window(rgb.shape[-2], rgb.shape[-1], config.patch_perceptual_shift, generator)
+        loss = loss + config.patch_perceptual * perceptual(rgb[window], target_rgb[window]).mean()
     return loss
+
+
+def shifted_window(height: int, width: int, shift: int, generator: torch.Generator | None) -> tuple[slice, ...]:
+    """Index of an ``(H - shift + 1) x (W - shift + 1)`` window at a random offset of 0 to ``shift - 1`` pixels down
+    and right (the whole picture for shift 0 or 1), for (..., H, W) tensors."""
+    if shift <= 1:
+        return (Ellipsis,)
+    top, left = (int(v) for v in torch.randint(shift, (2,), generator=generator))
+    return (Ellipsis, slice(top, height - shift + 1 + top), slice(left, width - shift + 1 + left))
 
 
 def training_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity: Tensor, tv: tuple[Tensor, Tensor],

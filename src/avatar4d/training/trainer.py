@@ -348,7 +348,7 @@ def _upsampled_patch_loss(run: Run, output: RenderOutput, rays: _StepRays, frame
 
     features = planes(output.features[patch]) if output.features is not None else None
     image = run.upsampler(planes(output.rgb[patch]), planes(output.opacity[patch]), features, target.background)
-    return patch_loss(image.rgb, target.rgb, image.opacity, target.opacity, loss_config, run.perceptual)
+    return patch_loss(image.rgb, target.rgb, image.opacity, target.opacity, loss_config, run.perceptual, run.generator)
 
 
 def _train_step(run: Run, loss_config: LossConfig) -> _Step:
