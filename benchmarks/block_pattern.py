@@ -1,6 +1,6 @@
 """The dot grid an upsampler can stamp on its 4 px blocks, and what LPIPS makes of it.
 
-    python benchmarks/block_pattern.py AVATAR_DIR [AVATAR_DIR ...] [--frames 10]
+    python benchmarks/block_pattern.py AVATAR_DIR [AVATAR_DIR ...] [--frames 10] [--labels NAME ...]
 
 Per avatar, on evenly spaced held-out frames rendered at the avatar's native size:
 
@@ -45,7 +45,7 @@ def without_stamp(image: np.ndarray, window: int = 32) -> np.ndarray:
     return out.clip(0.0, 1.0)
 
 
-def measure(avatar_dir: Path, frames: int) -> dict:
+def measure(avatar_dir: Path, frames: int, label: str) -> dict:
     import torch
     from scipy.ndimage import gaussian_filter
 
@@ -76,7 +76,7 @@ def measure(avatar_dir: Path, frames: int) -> dict:
         rows.append({"pattern": block_pattern(render), "frame": block_pattern(frame.rgb),
                      "lpips": lpips(image, frame.rgb), "lpips_unstamped": lpips(without_stamp(image), frame.rgb),
                      "lpips_blurred": lpips(gaussian_filter(image, (0.7, 0.7, 0)), frame.rgb)})
-    return {"avatar": avatar_dir.name, "frames": [int(i) for i in chosen], "machine": machine_description(),
+    return {"avatar": label, "frames": [int(i) for i in chosen], "machine": machine_description(),
             **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}}
 
 
@@ -93,10 +93,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("avatars", nargs="+", type=Path)
     parser.add_argument("--frames", type=int, default=10, help="held-out frames per avatar, evenly spaced")
+    parser.add_argument("--labels", nargs="*", default=[], help="names of the avatars in the table (default: folder names)")
     parser.add_argument("--kind", default="block-pattern", help="the record's name: results/<stamp>-<kind>.{json,md}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     options = parser.parse_args()
-    rows = [measure(avatar, options.frames) for avatar in options.avatars]
+    labels = options.labels or [avatar.name for avatar in options.avatars]
+    if len(labels) != len(options.avatars):
+        raise SystemExit(f"{len(labels)} labels for {len(options.avatars)} avatars")
+    rows = [measure(avatar, options.frames, label) for avatar, label in zip(options.avatars, labels)]
     for row in rows:
         print(row)
     machine = rows[0]["machine"]
