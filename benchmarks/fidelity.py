@@ -9,7 +9,7 @@ training-versus-held-out gap):
 
 - ``baseline``: no upsampler, one ray per output pixel (the render path before the upsampler: "today's slow path");
 - ``upsampler``: the preview preset (rays at a quarter of the side, then the upsampler trained on full-resolution
-  patches with L1 + LPIPS);
+  patches with L1, LPIPS and a penalty on a pattern repeated on its 4 px blocks);
 - ``end_to_end``: the patch loss also trains the field (HeadNeRF's way: its feature channels learn for the upsampler);
 - ``pixel_heavy``: end to end with ten times the L1 weight;
 - ``no_perceptual``: the preset without the LPIPS term of the patch loss (L1 only): what the perceptual loss gives;
@@ -39,9 +39,9 @@ training-versus-held-out gap):
   convolution (``PixelShuffle``): no sub-pixel filters of its own, so no pattern on its blocks;
 - ``lpips_shift``: LPIPS of the patch loss on a window at a random 0-3 px shift, so that AlexNet's 4-pixel
   sampling does not always meet the upsampler's 4 x 4 blocks at the same phase;
-- ``block_pattern``: a penalty (weight 1) on the patch error's pattern on the 4 px block grid, the dot grid the
-  upsampler otherwise stamps on the picture (with ``lpips_shift``: the two together);
-- ``light_pattern``: the same penalty at a tenth of the weight (0.1);
+- ``no_pattern``: no penalty on the patch error's pattern on the 4 px block grid (the preset before 2026-12-05
+  noon, whose upsampler stamps a dot grid on the picture);
+- ``block_pattern``: that penalty at ten times the preset's weight (1 instead of 0.1);
 - ``no_motion``: no motion grids (with ``face_warp``: the landmarks' motion alone);
 - ``a+b``: both changes.
 
@@ -64,7 +64,7 @@ VARIANTS = ("baseline", "upsampler", "end_to_end", "pixel_heavy", "no_perceptual
             "code_weights", "no_latent", "code_noise", "fine_canonical",
             "plain_codes", "head_prior", "face_warp", "no_warp", "warp_two_steps", "no_motion",
             "face_detail", "face_spread", "deep_decoder", "pose_refine", "light_tv", "fine_motion",
-            "wide_motion", "perceptual_heavy", "lpips_shift", "block_pattern", "light_pattern",
+            "wide_motion", "perceptual_heavy", "lpips_shift", "no_pattern", "block_pattern",
             "resize_doubling")
 
 
@@ -113,7 +113,7 @@ def _with(config, name: str, distortion: float, code_weight_power: float, code_n
             config.upsampler, doubling="resize")),
         "lpips_shift": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_perceptual_shift=4)),
         "block_pattern": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_pattern=1.0)),
-        "light_pattern": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_pattern=0.1)),
+        "no_pattern": lambda: dataclasses.replace(config, loss=dataclasses.replace(loss, patch_pattern=0.0)),
         "no_motion": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_expression=False)),
         "no_latent": lambda: dataclasses.replace(config, field=dataclasses.replace(field, use_latent_code=False)),
         "baseline": lambda: dataclasses.replace(

@@ -191,6 +191,12 @@ def _ray_overhead(runs: dict) -> list[str]:
 
 
 EXTRA_TABLES = (
+    ("fidelity-block-pattern", "the upsampler's dot grid on its 4 px blocks, ablation on the five shared videos: a "
+                               "light penalty on it (the preset now), a heavy one, LPIPS at a random shift, doubling by "
+                               "resize-convolution (`benchmarks/fidelity.py --variants upsampler no_pattern ... "
+                               "--plateau 0 --time-limit 0`)"),
+    ("block-pattern", "the upsampler's block pattern, and LPIPS with nothing but the pattern taken away "
+                      "(`benchmarks/block_pattern.py`)"),
     ("fidelity-preview", "quality at the video's resolution of the five 1500-step preview avatars "
                          "(`benchmarks/fidelity.py --variants upsampler --time-limit 0`)"),
     ("fidelity-budget", "where the held-out face error comes from: the field at the ray resolution, the upsampler, "

@@ -14,11 +14,12 @@ from avatar4d.dataset.layout import load_dataset
 from avatar4d.errors import AvatarError
 from avatar4d.evaluation.evaluate import evaluate
 from avatar4d.evaluation.holdout import heldout_frames
-from avatar4d.evaluation.metrics import l1, psnr, ssim
+from avatar4d.evaluation.metrics import block_pattern, l1, psnr, ssim
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 KEYS = {"psnr", "ssim", "l1", "face_psnr", "face_ssim", "face_l1"}
+PATTERN_KEYS = {"block_pattern", "frame_block_pattern"}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,10 @@ def test_evaluate_writes_metrics_json_with_per_frame_and_mean_scores(evaluated, 
     assert metrics["frames"] == held and metrics["resolution"] == 64
     assert [row["frame"] for row in metrics["per_frame"]] == held
     for row in metrics["per_frame"]:
-        assert set(row) == KEYS | {"frame"}
-        assert all(np.isfinite(row[key]) for key in KEYS)
-    assert set(metrics["mean"]) == KEYS
-    for key in KEYS:
+        assert set(row) == KEYS | PATTERN_KEYS | {"frame"}
+        assert all(np.isfinite(row[key]) for key in KEYS | PATTERN_KEYS)
+    assert set(metrics["mean"]) == KEYS | PATTERN_KEYS
+    for key in KEYS | PATTERN_KEYS:
         assert metrics["mean"][key] == pytest.approx(np.mean([row[key] for row in metrics["per_frame"]]))
     assert metrics["lpips"] == "not computed: not requested"
     assert metrics["latent_code"] == "mean of the training frames'"
@@ -67,6 +68,8 @@ def test_per_frame_scores_are_the_metrics_of_the_avatars_render(evaluated, prepa
     assert row["face_psnr"] == pytest.approx(psnr(render, frame.rgb, frame.face), abs=1e-6)
     assert row["ssim"] == pytest.approx(ssim(render, frame.rgb), abs=1e-6)
     assert row["face_l1"] == pytest.approx(l1(render, frame.rgb, frame.face), abs=1e-6)
+    assert row["block_pattern"] == pytest.approx(block_pattern(render), abs=1e-6)
+    assert row["frame_block_pattern"] == pytest.approx(block_pattern(frame.rgb), abs=1e-9)
 
 
 def test_evaluate_writes_one_strip_per_held_out_frame(evaluated):

@@ -56,11 +56,11 @@ class LossConfig:
     patch_perceptual: float = 0.05
     """LPIPS (AlexNet) distance of the same patch: what makes the upsampled picture sharp rather than a blurred
     average (with an upsampler only; skipped, with a note, where the LPIPS weights cannot be obtained)."""
-    patch_pattern: float = 0.0
+    patch_pattern: float = 0.1
     """Weight of the rms of the patch error's :func:`avatar4d.evaluation.metrics.block_means` (4 px blocks): a
     pattern the upsampler repeats on its blocks, which a photograph does not have (0 = off). Without it the upsampler
-    stamps a faint dot grid on the picture, which LPIPS rewards; at 1 the grid is gone (block pattern at the frames'
-    level) but LPIPS rises by 0.016-0.031 and the face is softer on three shared videos (2026-12-05): off."""
+    stamps a faint dot grid on the picture, which LPIPS rewards; 0.1 takes it down 5-10 fold with LPIPS within 0.002;
+    at 1 the face gets softer (LPIPS +0.016-0.031 on three shared videos, 2026-12-05)."""
     patch_perceptual_shift: int = 0
     """LPIPS sees the patch cropped by a random 0 to ``shift - 1`` pixels at its top and left (and as many fewer at
     the other side), 0: the whole patch. AlexNet's first layer samples the picture every 4 pixels and the upsampler's
