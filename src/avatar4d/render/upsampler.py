@@ -32,9 +32,10 @@ class UpsamplerConfig:
     channels: int = 32
     """Width at the volume-rendered resolution; it halves (down to 8) at each doubling."""
     doubling: str = "pixel_shuffle"
-    """How each stage doubles the side: ``"resize"`` (bilinear enlargement, then a 3x3 convolution: the same cost,
-    and no fixed pattern) or ``"pixel_shuffle"`` (a convolution to four sub-pixels, then ``PixelShuffle(2)``: each
-    sub-pixel learns its own filter, which leaves a pattern of the output's 4 px blocks over the picture)."""
+    """How each stage doubles the side: ``"pixel_shuffle"`` (a convolution to four sub-pixels, then
+    ``PixelShuffle(2)``: each sub-pixel learns its own filter, which can stamp a pattern on the output's 4 px blocks,
+    see ``LossConfig.patch_pattern``) or ``"resize"`` (bilinear enlargement, then a 3x3 convolution: the same cost and
+    no such pattern, but a softer picture: LPIPS 0.163 against 0.123 on hdtf_speaker_8s, 2026-12-05)."""
 
     def __post_init__(self) -> None:
         if self.factor not in (1, 2, 4, 8):

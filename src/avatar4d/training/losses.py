@@ -59,8 +59,9 @@ class LossConfig:
     patch_pattern: float = 0.1
     """Weight of the rms of the patch error's :func:`avatar4d.evaluation.metrics.block_means` (4 px blocks): a
     pattern the upsampler repeats on its blocks, which a photograph does not have (0 = off). Without it the upsampler
-    stamps a faint dot grid on the picture, which LPIPS rewards; 0.1 takes it down 5-10 fold with LPIPS within 0.002;
-    at 1 the face gets softer (LPIPS +0.016-0.031 on three shared videos, 2026-12-05)."""
+    stamps a faint dot grid on the picture, which LPIPS rewards; 0.1 takes it down 5-9 fold on the five shared videos
+    (LPIPS -0.001 to +0.007, SSIM +0.007 to +0.014); at 1 the face gets softer (LPIPS +0.016-0.031 on three of them,
+    2026-12-05)."""
     patch_perceptual_shift: int = 0
     """LPIPS sees the patch cropped by a random 0 to ``shift - 1`` pixels at its top and left (and as many fewer at
     the other side), 0: the whole patch. AlexNet's first layer samples the picture every 4 pixels and the upsampler's
@@ -110,8 +111,8 @@ def patch_loss(rgb: Tensor, target_rgb: Tensor, opacity: Tensor, target_opacity:
                perceptual: Callable[[Tensor, Tensor], Tensor] | None,
                generator: torch.Generator | None = None) -> Tensor:
     """The upsampler's loss on one full-resolution patch: L1 and LPIPS of the colour (LPIPS on a window at a random
-    shift, see ``LossConfig.patch_perceptual_shift``), and the mask loss of its opacity (weighted as the rays' mask
-    loss is).
+    shift where ``LossConfig.patch_perceptual_shift`` asks for it), the rms of the colour error's pattern on the 4 px
+    block grid, and the mask loss of its opacity (weighted as the rays' mask loss is).
 
     Args:
         rgb, target_rgb: (1, 3, H, W) upsampled and observed colour.
